@@ -1,0 +1,1 @@
+"""The HTTP surface: falcon resources, request parsing, schemas, OpenAPI and error rendering."""

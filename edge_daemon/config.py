@@ -1,0 +1,144 @@
+"""Daemon settings, declared once: each option yields its CLI flag, its EDGE_DAEMON_* variable and its default.
+
+Precedence: command-line flag > environment variable > default. Keeping one table means the CLI, the
+environment and the documentation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "EDGE_DAEMON_"
+DEFAULT_API_URL = "https://api.roboflow.com"
+
+
+def _default_cache_dir() -> str:
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "edge-daemon")
+
+
+def _default_threads() -> int:
+    """Waitress threads: enough to overlap decoding with inference without oversubscribing a small box."""
+    return max(4, min(16, 2 * (os.cpu_count() or 2)))
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name doubles as the dataclass field, the --flag and the env variable suffix."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Callable[[], Any]
+    help: str
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, lambda: "0.0.0.0", "address to listen on"),
+    Option("port", int, lambda: 9001, "TCP port to listen on"),
+    Option("threads", int, _default_threads, "waitress worker threads"),
+    Option("models_dir", str, lambda: "", "extra local model store searched before the bundled models"),
+    Option("cache_dir", str, _default_cache_dir, "where downloaded models and compiled engines are kept"),
+    Option("api_url", str, lambda: DEFAULT_API_URL, "model registry speaking Roboflow's artifact API"),
+    Option("api_key", str, lambda: os.environ.get("ROBOFLOW_API_KEY", ""),
+           "registry API key used when a request carries none (also read from ROBOFLOW_API_KEY)", secret=True),
+    Option("preload", _parse_list, list, "comma-separated model ids loaded at start-up"),
+    Option("allow_numpy_input", _parse_bool, lambda: False,
+           "accept images of type numpy (.npy or pickled ndarray, decoded without running pickle)"),
+    Option("allow_url_input", _parse_bool, lambda: True, "accept images given as http(s) URLs"),
+    Option("url_allow_private", _parse_bool, lambda: True,
+           "allow image URLs on private LAN addresses (cameras live there)"),
+    Option("url_allow_loopback", _parse_bool, lambda: False, "allow image URLs that resolve to loopback"),
+    Option("url_max_bytes", int, lambda: 20 * 1024 * 1024, "largest image fetched from a URL, in bytes"),
+    Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
+    Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
+    Option("max_batch", int, lambda: 16, "most images in one request"),
+    Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
+    Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
+    Option("log_level", str, lambda: "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration of one daemon process."""
+
+    host: str = "0.0.0.0"
+    port: int = 9001
+    threads: int = field(default_factory=_default_threads)
+    models_dir: str = ""
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    api_url: str = DEFAULT_API_URL
+    api_key: str = field(default="", repr=False)
+    preload: list[str] = field(default_factory=list)
+    allow_numpy_input: bool = False
+    allow_url_input: bool = True
+    url_allow_private: bool = True
+    url_allow_loopback: bool = False
+    url_max_bytes: int = 20 * 1024 * 1024
+    url_timeout: float = 10.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_batch: int = 16
+    ort_threads: int = 0
+    registry_timeout: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register every option as a flag; unset flags stay None so env/defaults can fill them."""
+    for option in OPTIONS:
+        parser.add_argument(option.flag, dest=option.name, type=option.parse, default=None,
+                            help=f"{option.help} [env {option.env}]")
+
+
+def load_settings(cli_values: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge flags, environment and defaults; a malformed env value is a start-up error naming the variable."""
+    environ = os.environ if environ is None else environ
+    cli_values = cli_values or {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if cli_values.get(option.name) is not None:
+            values[option.name] = cli_values[option.name]
+        elif option.env in environ:
+            try:
+                values[option.name] = option.parse(environ[option.env])
+            except ValueError as error:
+                raise SystemExit(f"invalid {option.env}: {error}") from None
+        else:
+            values[option.name] = option.default()
+    return Settings(**values)

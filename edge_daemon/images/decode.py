@@ -1,0 +1,99 @@
+"""Where every request image is decoded: raw bytes, base64 text, URLs and numpy payloads → BGR uint8.
+
+Parsing the request only records *what* the image is (`ImageSource`); decoding waits until the model is
+known, because the model's preprocessing decides whether EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from edge_daemon.errors import BadRequest
+from edge_daemon.images.safe_numpy import NPY_MAGIC, array_to_bgr, load_array
+from edge_daemon.images.url_fetch import UrlPolicy, fetch_url
+
+SourceKind = Literal["bytes", "base64", "url", "numpy"]
+IMAGE_TYPES = ("base64", "url", "numpy")
+
+_DATA_URI = re.compile(rb"^\s*data:[^,;]*(;[^,]*)?;base64,", re.IGNORECASE)
+_MAGIC_NUMBERS = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image as the request named it, not yet decoded. `data` is bytes, or the URL for kind 'url'."""
+
+    kind: SourceKind
+    data: bytes | str
+
+    def __repr__(self) -> str:  # never dump image bytes into logs
+        size = len(self.data)
+        return f"ImageSource(kind={self.kind!r}, {size} {'chars' if isinstance(self.data, str) else 'bytes'})"
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    allow_numpy: bool
+    allow_url: bool
+    url_policy: UrlPolicy
+
+
+def looks_like_encoded_image(payload: bytes) -> bool:
+    """True for the leading bytes of common image files (and .npy), i.e. a body that is not base64 text."""
+    if payload.startswith(_MAGIC_NUMBERS) or payload.startswith(NPY_MAGIC):
+        return True
+    return payload[:4] == b"RIFF" and payload[8:12] == b"WEBP"
+
+
+def decode_base64(text: bytes | str) -> bytes:
+    """Decode base64 text as clients send it: optional data-URI prefix, line breaks, missing padding, url-safe."""
+    raw = text.encode("ascii", "ignore") if isinstance(text, str) else text
+    prefix = _DATA_URI.match(raw)
+    if prefix:
+        raw = raw[prefix.end():]
+    raw = re.sub(rb"\s+", b"", raw.strip(b"\"'"))
+    if not raw:
+        raise BadRequest("image payload is empty")
+    raw += b"=" * (-len(raw) % 4)
+    altchars = b"-_" if (b"-" in raw or b"_" in raw) else None
+    try:
+        return base64.b64decode(raw, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("image payload is neither an image file nor valid base64 text") from None
+
+
+def decode_image_bytes(payload: bytes, auto_orient: bool = True) -> np.ndarray:
+    """Decode an encoded image file; EXIF orientation is honoured only when `auto_orient` is set."""
+    if not payload:
+        raise BadRequest("image payload is empty")
+    flags = cv2.IMREAD_COLOR if auto_orient else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), flags)
+    if image is None:
+        raise BadRequest("could not decode the image: not a supported image file (JPEG, PNG, BMP, WebP, TIFF)")
+    return image
+
+
+def decode_source(source: ImageSource, options: DecodeOptions, auto_orient: bool = True) -> np.ndarray:
+    """Turn one `ImageSource` into an HxWx3 BGR uint8 array, or raise a 4xx `ApiError`."""
+    if source.kind == "url":
+        if not options.allow_url:
+            raise BadRequest("URL image input is disabled on this server")
+        payload = fetch_url(str(source.data), options.url_policy)
+        return decode_image_bytes(payload, auto_orient)
+    payload = source.data if isinstance(source.data, bytes) else source.data.encode("ascii", "ignore")
+    if source.kind == "numpy":
+        if not options.allow_numpy:
+            raise BadRequest("numpy image input is disabled on this server (enable EDGE_DAEMON_ALLOW_NUMPY_INPUT)")
+        if not payload.startswith(NPY_MAGIC) and not payload.startswith(b"\x80"):
+            payload = decode_base64(payload)
+        return array_to_bgr(load_array(payload))
+    if source.kind == "base64":
+        payload = decode_base64(payload)
+    return decode_image_bytes(payload, auto_orient)

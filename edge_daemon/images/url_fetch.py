@@ -1,0 +1,140 @@
+"""Fetch an image named by URL without turning the daemon into an SSRF proxy.
+
+The host is resolved once, every resolved address is checked against the policy, and the connection goes to
+the checked address (so DNS rebinding cannot swap it afterwards). Redirects are followed by hand and each hop
+is checked again. Only http and https are accepted; size and time are bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from edge_daemon.errors import BadRequest, PayloadTooLarge
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    allow_private: bool = True
+    allow_loopback: bool = False
+    max_bytes: int = 20 * 1024 * 1024
+    timeout: float = 10.0
+    max_redirects: int = 5
+
+
+def _address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None if policy.allow_loopback else "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified or address.is_reserved:
+        return "reserved"
+    if address.is_private and not address.is_global:
+        return None if policy.allow_private else "private"
+    return None
+
+
+def _resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
+    """Resolve `host` and return one address that passes the policy; refuse if any address does not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise BadRequest(f"image URL host {host!r} could not be resolved: {error}") from None
+    addresses = [info[4][0] for info in infos]
+    for text in addresses:
+        refusal = _address_refusal(ipaddress.ip_address(text.split("%")[0]), policy)
+        if refusal:
+            raise BadRequest(f"image URL host {host!r} resolves to a {refusal} address, which is not allowed")
+    if not addresses:
+        raise BadRequest(f"image URL host {host!r} has no address")
+    return addresses[0]
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a pre-resolved address while verifying the certificate for the original host name."""
+
+    def __init__(self, address: str, host: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _open(url: str, policy: UrlPolicy, deadline: float) -> http.client.HTTPResponse:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise BadRequest(f"image URL scheme {parts.scheme!r} is not allowed; use http or https")
+    if not parts.hostname:
+        raise BadRequest("image URL has no host")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _resolve_checked(parts.hostname, port, policy)
+    remaining = max(0.1, deadline - time.monotonic())
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = _PinnedHTTPSConnection(address, parts.hostname, port, remaining)
+    else:
+        connection = http.client.HTTPConnection(address, port, timeout=remaining)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    connection.request("GET", path, headers={"Host": host_header, "User-Agent": "edge-daemon",
+                                             "Accept": "image/*"})
+    return connection.getresponse()
+
+
+def fetch_url(url: str, policy: UrlPolicy) -> bytes:
+    """Download the bytes at `url` under `policy`; failures are 400s (or 413 when too large)."""
+    deadline = time.monotonic() + policy.timeout
+    try:
+        for _ in range(policy.max_redirects + 1):
+            response = _open(url, policy, deadline)
+            if response.status in _REDIRECTS:
+                location = response.getheader("Location")
+                response.close()
+                if not location:
+                    raise BadRequest("image URL redirected without a Location")
+                url = urljoin(url, location)
+                continue
+            if response.status != 200:
+                response.close()
+                raise BadRequest(f"image URL answered HTTP {response.status}")
+            return _read_bounded(response, policy, deadline)
+    except (OSError, http.client.HTTPException) as error:
+        raise BadRequest(f"image URL could not be fetched: {error.__class__.__name__}") from None
+    raise BadRequest(f"image URL redirected more than {policy.max_redirects} times")
+
+
+def _read_bounded(response: http.client.HTTPResponse, policy: UrlPolicy, deadline: float) -> bytes:
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        response.close()
+        raise PayloadTooLarge(f"image at URL is larger than the {policy.max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        if time.monotonic() > deadline:
+            response.close()
+            raise BadRequest(f"image URL took longer than {policy.timeout:g} s")
+        chunk = response.read(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > policy.max_bytes:
+            response.close()
+            raise PayloadTooLarge(f"image at URL is larger than the {policy.max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)

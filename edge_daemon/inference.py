@@ -1,0 +1,131 @@
+"""Where the engine runs: a loaded model turns decoded images into task-shaped responses.
+
+One `LoadedModel` per model id: its metadata, its engine and its preprocessor. `infer` preprocesses a batch,
+runs the engine once per engine batch, and hands each image's raw outputs to the task decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_daemon.engines import Engine, create_engine
+from edge_daemon.errors import ModelArtifactError
+from edge_daemon.models.metadata import ModelMetadata, read_metadata
+from edge_daemon.models.store import WEIGHTS
+from edge_daemon.processing import detection
+from edge_daemon.processing.detection import DetectionParams
+from edge_daemon.processing.preprocess import Geometry, Preprocessor, PreprocSwitches
+from edge_daemon.responses import detection_predictions, image_response
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = 640
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    detection: DetectionParams = field(default_factory=DetectionParams)
+    switches: PreprocSwitches = field(default_factory=PreprocSwitches)
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage of one `infer` call (reported in logs and, later, metrics)."""
+
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+
+def _input_size(engine: Engine, metadata: ModelMetadata) -> tuple[int, int]:
+    """Network input (width, height): the ONNX shape, else the metadata's resize, else 640."""
+    shape = engine.inputs[0].shape
+    if len(shape) != 4:
+        raise ModelArtifactError(f"model input must be NCHW, got shape {list(shape)}")
+    height, width = shape[2], shape[3]
+    resize = metadata.preprocessing.get("resize") or {}
+    try:
+        width = width or int(resize.get("width") or DEFAULT_INPUT_SIZE)
+        height = height or int(resize.get("height") or DEFAULT_INPUT_SIZE)
+    except (TypeError, ValueError):
+        raise ModelArtifactError("PREPROCESSING.resize width/height must be integers") from None
+    return width, height
+
+
+class LoadedModel:
+    def __init__(self, model_id: str, folder: Path, engine: Engine | None = None, intra_op_threads: int = 0):
+        self.model_id = model_id
+        self.folder = folder
+        self.metadata = read_metadata(folder, model_id)
+        self.engine = engine or create_engine(folder / WEIGHTS, intra_op_threads=intra_op_threads)
+        self.input_width, self.input_height = _input_size(self.engine, self.metadata)
+        batch_dim = self.engine.inputs[0].shape[0]
+        self.batch_size: int | None = batch_dim  # None: any batch size
+        normalisation = "symmetric" if self.metadata.task == "classification" else "unit"
+        self.preprocessor = Preprocessor(self.metadata.preprocessing, self.input_width, self.input_height,
+                                         normalisation)
+        self.num_classes = len(self.metadata.class_names)
+        self.layout = self._validate_outputs()
+
+    @property
+    def task(self) -> str:
+        return self.metadata.task
+
+    def _validate_outputs(self) -> detection.Layout | None:
+        """Run one blank image through the engine (also a warm-up) and check the outputs fit the task."""
+        blank = np.zeros((self.batch_size or 1, 3, self.input_height, self.input_width), dtype=np.float32)
+        try:
+            outputs = self.engine.run(blank)
+        except Exception as error:  # noqa: BLE001 (engines raise backend-specific types)
+            raise ModelArtifactError(f"model failed its validation run: {str(error)[:300]}") from None
+        if self.task == "object-detection":
+            return detection.detect_layout(outputs[0].shape, self.num_classes, 0, self.metadata.model_type)
+        raise ModelArtifactError(f"task {self.task} is not served by this build yet")
+
+    def _run_batches(self, tensor: np.ndarray) -> list[list[np.ndarray]]:
+        """Run the engine over the batch in chunks it accepts; returns per-image output lists."""
+        per_image: list[list[np.ndarray]] = []
+        step = self.batch_size or len(tensor)
+        for start in range(0, len(tensor), step):
+            chunk = tensor[start:start + step]
+            real = len(chunk)
+            if self.batch_size and real < self.batch_size:
+                padding = np.zeros((self.batch_size - real, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, padding])
+            outputs = self.engine.run(chunk)
+            for index in range(real):
+                per_image.append([output[index] for output in outputs])
+        return per_image
+
+    def infer(self, images: list[np.ndarray], params: InferenceParams,
+              times: StageTimes | None = None) -> list[dict[str, Any]]:
+        """Preprocess, run and decode `images` (decoded BGR arrays); one response dict per image."""
+        times = times or StageTimes()
+        started = time.perf_counter()
+        prepared: list[np.ndarray] = []
+        geometries: list[Geometry] = []
+        for image in images:
+            network_image, geometry = self.preprocessor.prepare(image, params.switches)
+            prepared.append(network_image)
+            geometries.append(geometry)
+        tensor = self.preprocessor.to_tensor(prepared)
+        after_pre = time.perf_counter()
+        outputs = self._run_batches(tensor)
+        after_run = time.perf_counter()
+        responses = [self._decode(output, geometry, params) for output, geometry in zip(outputs, geometries)]
+        times.preprocess += after_pre - started
+        times.inference += after_run - after_pre
+        times.postprocess += time.perf_counter() - after_run
+        return responses
+
+    def _decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
+        assert self.layout is not None
+        found = detection.decode(outputs[0], self.layout, self.num_classes, 0, params.detection,
+                                 self.metadata.class_names)
+        return image_response(geometry, detection_predictions(found, geometry, self.metadata.class_names))

@@ -1,0 +1,1 @@
+"""Model resolution: ids, the on-disk model store, the registry client and the loaded-model manager."""

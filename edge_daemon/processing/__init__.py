@@ -1,0 +1,1 @@
+"""Pre- and post-processing: metadata-driven preprocessing and per-task output decoding."""

@@ -1,0 +1,172 @@
+"""Preprocessing driven by the model's Roboflow PREPROCESSING metadata, and the geometry to undo it.
+
+Order as in Roboflow's classic stack: (EXIF orientation at decode) → static crop → contrast → grayscale →
+resize (stretch or letterbox) → BGR→RGB, NCHW float32, normalised. Each image's `Geometry` records exactly
+what was done so boxes and polygons map back to original-image pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ResizeMode = Literal["stretch", "letterbox"]
+_PAD_COLOURS = {"black": 0, "white": 255, "grey": 114, "gray": 114}
+
+
+@dataclass(frozen=True)
+class PreprocSwitches:
+    """Per-request `disable_preproc_*` flags."""
+
+    disable_auto_orient: bool = False
+    disable_contrast: bool = False
+    disable_grayscale: bool = False
+    disable_static_crop: bool = False
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How network-input pixels relate to the original image."""
+
+    original_width: int
+    original_height: int
+    crop_x: int
+    crop_y: int
+    crop_width: int
+    crop_height: int
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+
+    def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Map Nx4 xyxy network boxes to original pixels: undo resize, clip to the crop, round, add offset."""
+        out = np.empty_like(boxes, dtype=np.float64)
+        out[:, 0::2] = (boxes[:, 0::2] - self.pad_x) / self.scale_x
+        out[:, 1::2] = (boxes[:, 1::2] - self.pad_y) / self.scale_y
+        np.clip(out[:, 0::2], 0, self.crop_width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.crop_height, out=out[:, 1::2])
+        out = np.round(out)
+        out[:, 0::2] += self.crop_x
+        out[:, 1::2] += self.crop_y
+        return out
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """Map Nx2 network-input points (x, y) to original pixels, as boxes are mapped."""
+        out = np.empty_like(points, dtype=np.float64)
+        out[:, 0] = np.clip((points[:, 0] - self.pad_x) / self.scale_x, 0, self.crop_width) + self.crop_x
+        out[:, 1] = np.clip((points[:, 1] - self.pad_y) / self.scale_y, 0, self.crop_height) + self.crop_y
+        return out
+
+
+def _enabled(step: Any) -> bool:
+    return isinstance(step, dict) and step.get("enabled", True) not in (False, "false", "False")
+
+
+def resize_settings(preprocessing: dict[str, Any]) -> tuple[ResizeMode, int]:
+    """Resize mode and pad value from a Roboflow resize `format` string."""
+    resize = preprocessing.get("resize")
+    if not _enabled(resize):
+        return "stretch", 0
+    text = str(resize.get("format", "Stretch to")).lower()
+    if text.startswith("stretch"):
+        return "stretch", 0
+    for colour, value in _PAD_COLOURS.items():
+        if f"({colour} edges)" in text:
+            return "letterbox", value
+    if text.startswith(("fit", "fill")):
+        log.warning("resize format %r is served as a black-edge letterbox", resize.get("format"))
+        return "letterbox", 0
+    log.warning("unknown resize format %r is served as stretch", resize.get("format"))
+    return "stretch", 0
+
+
+class Preprocessor:
+    """Turns decoded BGR images into the network's input tensor for one model."""
+
+    def __init__(self, preprocessing: dict[str, Any], input_width: int, input_height: int,
+                 normalisation: Literal["unit", "symmetric"] = "unit"):
+        self.preprocessing = preprocessing
+        self.input_width = input_width
+        self.input_height = input_height
+        self.mode, self.pad_value = resize_settings(preprocessing)
+        # 'unit': x/255 (detectors); 'symmetric': (x/255 - 0.5)/0.5 (Roboflow classifiers).
+        if normalisation == "symmetric":
+            self._scale, self._mean = 1.0 / 127.5, (127.5, 127.5, 127.5)
+        else:
+            self._scale, self._mean = 1.0 / 255.0, (0.0, 0.0, 0.0)
+
+    def auto_orient(self, switches: PreprocSwitches) -> bool:
+        """EXIF orientation applies when the model's metadata has an auto-orient step (as Roboflow does)."""
+        return "auto-orient" in self.preprocessing and not switches.disable_auto_orient
+
+    def _static_crop(self, image: np.ndarray) -> tuple[np.ndarray, int, int]:
+        step = self.preprocessing.get("static-crop")
+        height, width = image.shape[:2]
+        try:
+            x0 = int(float(step["x_min"]) / 100 * width)
+            y0 = int(float(step["y_min"]) / 100 * height)
+            x1 = int(float(step["x_max"]) / 100 * width)
+            y1 = int(float(step["y_max"]) / 100 * height)
+        except (KeyError, TypeError, ValueError):
+            log.warning("static-crop metadata is malformed; skipping the crop")
+            return image, 0, 0
+        x0, y0 = max(0, min(x0, width - 1)), max(0, min(y0, height - 1))
+        x1, y1 = max(x0 + 1, min(x1, width)), max(y0 + 1, min(y1, height))
+        return image[y0:y1, x0:x1], x0, y0
+
+    def _contrast(self, image: np.ndarray) -> np.ndarray:
+        kind = str(self.preprocessing["contrast"].get("type", "")).lower()
+        if "stretch" in kind:
+            low, high = np.percentile(image, (2, 98))
+            if high <= low:
+                return image
+            stretched = (image.astype(np.float32) - low) * (255.0 / (high - low))
+            return np.clip(stretched, 0, 255).astype(np.uint8)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if "adaptive" in kind:
+            # skimage's clip_limit=0.03 (a fraction of the tile) is about 0.03*256 in OpenCV's units.
+            gray = cv2.createCLAHE(clipLimit=0.03 * 256, tileGridSize=(8, 8)).apply(gray)
+        elif "histogram" in kind:
+            gray = cv2.equalizeHist(gray)
+        else:
+            return image
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+    def prepare(self, image: np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
+        """Return the HxWx3 BGR uint8 network-size image and its geometry."""
+        original_height, original_width = image.shape[:2]
+        crop_x = crop_y = 0
+        if _enabled(self.preprocessing.get("static-crop")) and not switches.disable_static_crop:
+            image, crop_x, crop_y = self._static_crop(image)
+        if _enabled(self.preprocessing.get("contrast")) and not switches.disable_contrast:
+            image = self._contrast(image)
+        if _enabled(self.preprocessing.get("grayscale")) and not switches.disable_grayscale:
+            image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        height, width = image.shape[:2]
+        target_w, target_h = self.input_width, self.input_height
+        if self.mode == "stretch":
+            resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR)
+            geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
+                                target_w / width, target_h / height, 0, 0)
+            return resized, geometry
+        scale = min(target_w / width, target_h / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+        canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
+        canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
+                                                                      interpolation=cv2.INTER_LINEAR)
+        geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
+                            new_w / width, new_h / height, pad_x, pad_y)
+        return canvas, geometry
+
+    def to_tensor(self, images: list[np.ndarray]) -> np.ndarray:
+        """Stack network-size BGR images into one NCHW float32 RGB batch, normalised in the same C++ pass."""
+        return cv2.dnn.blobFromImages(images, scalefactor=self._scale, mean=self._mean, swapRB=True,
+                                      crop=False)

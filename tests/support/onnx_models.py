@@ -1,0 +1,110 @@
+"""Small real ONNX models built with onnx.helper, stored in the daemon's model-store format.
+
+`colour_detector`: fixed candidate boxes whose class scores are the image's mean R, G, B times per-box
+weights, so the output depends on the image in a known way. It can be written in the YOLOv8 layout
+`[B, 4+nc, N]` or the YOLOv5 layout `[B, N, 5+nc]`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_daemon.models.store import ModelId, write_manifest
+
+COLOUR_CLASSES = ["red", "green", "blue"]
+INPUT_SIZE = 64
+# Boxes in network pixels (cx, cy, w, h) and per-box class weights (rows: R, G, B).
+BOXES = np.array([[16, 16, 20, 20], [48, 16, 20, 20], [16, 48, 20, 20], [48, 48, 24, 24]], np.float32).T
+WEIGHTS = np.array([[0.9, 0.2, 0.0, 0.6], [0.1, 0.8, 0.3, 0.0], [0.0, 0.1, 0.7, 0.5]], np.float32)
+
+
+def _const(name: str, array: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name))
+
+
+def colour_detector(layout: str = "yolov8", dynamic_batch: bool = True, fail_on_nonzero: bool = False) -> bytes:
+    """Serialized ONNX model. With `fail_on_nonzero`, any non-black image makes ONNX Runtime raise."""
+    batch = "batch" if dynamic_batch else 1
+    nodes = [
+        _const("boxes", BOXES[None]),                        # [1, 4, N]
+        _const("weights", WEIGHTS[None]),                    # [1, 3, N]
+        _const("axes1", np.array([1], np.int64)),
+        _const("zero", np.array(0.0, np.float32)),
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),                    # [B, 3, 1, 1]
+        helper.make_node("Squeeze", ["pooled", "axes_sq"], ["means"]),                    # [B, 3]
+        helper.make_node("Unsqueeze", ["means", "axes_last"], ["means3"]),                # [B, 3, 1]
+        helper.make_node("Mul", ["means3", "weights"], ["scores"]),                       # [B, 3, N]
+        helper.make_node("ReduceSum", ["scores", "axes1"], ["score_sum"], keepdims=1),  # [B, 1, N]
+        helper.make_node("Mul", ["score_sum", "zero"], ["zeros"]),
+        helper.make_node("Add", ["boxes", "zeros"], ["boxes_b"]),                         # [B, 4, N]
+        _const("axes_sq", np.array([2, 3], np.int64)),
+        _const("axes_last", np.array([2], np.int64)),
+    ]
+    if fail_on_nonzero:
+        # Reshape 6 values into [6 + round(max(image))]: fine for a black image, an ORT error otherwise.
+        nodes += [
+            _const("six_values", np.zeros(6, np.float32)),
+            _const("six", np.array([6], np.int64)),
+            helper.make_node("ReduceMax", ["images"], ["image_max"], keepdims=0),
+            helper.make_node("Round", ["image_max"], ["image_max_r"]),
+            helper.make_node("Cast", ["image_max_r"], ["image_max_i"], to=TensorProto.INT64),
+            helper.make_node("Unsqueeze", ["image_max_i", "axes0"], ["image_max_1"]),
+            _const("axes0", np.array([0], np.int64)),
+            helper.make_node("Add", ["six", "image_max_1"], ["target_shape"]),
+            helper.make_node("Reshape", ["six_values", "target_shape"], ["reshaped"]),
+            helper.make_node("ReduceSum", ["reshaped"], ["poison"], keepdims=0),
+            helper.make_node("Add", ["scores", "poison"], ["scores_checked"]),
+        ]
+        scores = "scores_checked"
+    else:
+        scores = "scores"
+    if layout == "yolov8":
+        nodes.append(helper.make_node("Concat", ["boxes_b", scores], ["output0"], axis=1))
+        output_shape = [batch, 4 + len(COLOUR_CLASSES), BOXES.shape[1]]
+    else:
+        nodes += [
+            helper.make_node("ReduceMax", [scores], ["objectness"], axes=[1], keepdims=1),
+            helper.make_node("Concat", ["boxes_b", "objectness", scores], ["raw"], axis=1),
+            helper.make_node("Transpose", ["raw"], ["output0"], perm=[0, 2, 1]),
+        ]
+        output_shape = [batch, BOXES.shape[1], 5 + len(COLOUR_CLASSES)]
+    # Constants must precede their users in a valid graph.
+    nodes.sort(key=lambda node: node.op_type != "Constant")
+    graph = helper.make_graph(
+        nodes, "colour_detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, INPUT_SIZE, INPUT_SIZE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, output_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def colour_environment(resize_format: str = "Stretch to") -> dict:
+    return {
+        "CLASS_MAP": {str(index): name for index, name in enumerate(COLOUR_CLASSES)},
+        "PREPROCESSING": json.dumps({"auto-orient": {"enabled": True},
+                                     "resize": {"enabled": True, "width": str(INPUT_SIZE),
+                                                "height": str(INPUT_SIZE), "format": resize_format}}),
+        "MULTICLASS": False,
+    }
+
+
+def write_model(store_root: Path, model_id: str, weights: bytes, environment: dict,
+                task: str = "object-detection", model_type: str = "yolov8n") -> Path:
+    """Write a model folder (with manifest) into a store root; returns the folder."""
+    parsed = ModelId.parse(model_id)
+    folder = store_root / parsed.project / parsed.version
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights.onnx").write_bytes(weights)
+    (folder / "environment.json").write_text(json.dumps(environment))
+    (folder / "model_type.json").write_text(json.dumps({"project_task_type": task, "model_type": model_type,
+                                                        "model_id": model_id}))
+    write_manifest(folder, parsed)
+    return folder
