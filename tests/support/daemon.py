@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import requests
 from waitress.server import create_server
@@ -28,19 +29,27 @@ class ThreadedDaemon:
         self.app = create_app(settings)
         self.server = create_server(self.app, host="127.0.0.1", port=0, threads=threads)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        # waitress's own run() never returns; polling in short slices lets __exit__ stop it cleanly.
+        while not self._stopping.is_set():
+            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
 
     @property
     def service(self):
         return self.app.service
 
-    def __enter__(self) -> "ThreadedDaemon":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.close()
+        self._stopping.set()
         self._thread.join(5)
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
 
 
 def free_port() -> int:
@@ -59,11 +68,11 @@ class DaemonProcess:
                    *args]
         full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
         self.log_path = log_path
-        self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+        self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (lives with the child)
         self.process = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
                                         cwd=REPO_ROOT)
 
-    def wait_ready(self, timeout: float = 30.0) -> "DaemonProcess":
+    def wait_ready(self, timeout: float = 30.0) -> DaemonProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

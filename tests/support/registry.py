@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -43,7 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         segments = parts.path.strip("/").split("/")
         query = parse_qs(parts.query)
@@ -91,7 +92,7 @@ class RegistryServer:
         self.state.models[model_id] = RegistryModel((folder / "weights.onnx").read_bytes(), environment, classes,
                                                     task)
 
-    def __enter__(self) -> "RegistryServer":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
