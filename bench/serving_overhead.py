@@ -1,0 +1,177 @@
+"""Serving overhead: HTTP path vs the same pipeline in-process vs bare `session.run`, side by side.
+
+    python bench/serving_overhead.py [--model shapes/1] [--models-dir DIR] [--size 1280x720] [--seconds 10]
+
+All three are measured in one run on one image so their ratios are comparable on a noisy shared machine.
+Prints one JSON line per configuration and a Markdown table. Bounded: each configuration runs for
+`--seconds` (and at least `--min-requests`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2
+import numpy as np
+import requests
+
+from edge_daemon.config import Settings
+from edge_daemon.images.decode import ImageSource, decode_image_bytes
+from edge_daemon.inference import InferenceParams, StageTimes
+from edge_daemon.models.store import ModelId
+from edge_daemon.processing.preprocess import PreprocSwitches
+from edge_daemon.service import InferenceService
+from tests.support.daemon import DaemonProcess
+
+
+def make_jpeg(width: int, height: int, seed: int) -> bytes:
+    try:
+        from edge_daemon.scenes import encode_jpeg, generate_scene
+
+        return encode_jpeg(generate_scene(seed, width, height).image, 90)
+    except ImportError:  # before the scene generator exists: a noisy photo-like gradient
+        rng = np.random.default_rng(seed)
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        image = np.clip(ramp + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+        return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def summarise(name: str, concurrency: int, latencies: list[float], wall: float, extra: dict | None = None) -> dict:
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    row = {"path": name, "concurrency": concurrency, "requests": len(ordered), "p50_ms": round(pct(50), 2),
+           "p90_ms": round(pct(90), 2), "p99_ms": round(pct(99), 2),
+           "throughput_per_s": round(len(ordered) / wall, 1), "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
+    row.update(extra or {})
+    return row
+
+
+def timed_loop(call, seconds: float, min_requests: int, concurrency: int = 1) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        done = 0
+        while time.perf_counter() < deadline or done < max(1, min_requests // concurrency):
+            started = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+            done += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shapes/1")
+    parser.add_argument("--models-dir", default="")
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--min-requests", type=int, default=20)
+    parser.add_argument("--concurrency", default="1,4")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    parser.add_argument("--output", type=Path, default=None, help="also append JSON lines to this file")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    jpeg = make_jpeg(width, height, seed=11)
+    model_id = ModelId.parse(args.model)
+    cache = tempfile.mkdtemp(prefix="edge-bench-")
+    settings = Settings(models_dir=args.models_dir, cache_dir=cache, api_url="", ort_threads=args.threads)
+    service = InferenceService(settings)
+    model = service.manager.get(model_id)
+    params = InferenceParams()
+    rows: list[dict] = []
+
+    # (b) bare session.run on the already-preprocessed tensor: the physical floor.
+    prepared, _ = model.preprocessor.prepare(decode_image_bytes(jpeg), PreprocSwitches())
+    tensor = model.preprocessor.to_tensor([prepared])
+    latencies, wall = timed_loop(lambda: model.engine.run(tensor), args.seconds, args.min_requests)
+    rows.append(summarise("bare session.run", 1, latencies, wall))
+
+    # (a) the same pipeline in-process: decode + preprocess + run + postprocess, with the stage split.
+    times = StageTimes()
+    decode_total = [0.0]
+
+    def in_process() -> None:
+        result = service.infer(model_id, [ImageSource("bytes", jpeg)], params)
+        times.preprocess += result.times.preprocess
+        times.inference += result.times.inference
+        times.postprocess += result.times.postprocess
+        decode_total[0] += result.decode_seconds
+
+    latencies, wall = timed_loop(in_process, args.seconds, args.min_requests)
+    count = len(latencies)
+    split = {"decode_ms": round(decode_total[0] / count * 1000, 2),
+             "preprocess_ms": round(times.preprocess / count * 1000, 2),
+             "run_ms": round(times.inference / count * 1000, 2),
+             "postprocess_ms": round(times.postprocess / count * 1000, 2)}
+    rows.append(summarise("in-process pipeline", 1, latencies, wall, split))
+
+    # (c) HTTP through a real daemon process on loopback, raw JPEG body, keep-alive sessions.
+    daemon_args = ["--cache-dir", cache, "--api-url", "", "--ort-threads", str(args.threads)]
+    if args.models_dir:
+        daemon_args += ["--models-dir", args.models_dir]
+    daemon = DaemonProcess(daemon_args).wait_ready(60)
+    try:
+        url = f"{daemon.url}/{model_id}"
+        local = threading.local()
+
+        def over_http() -> None:
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            response = session.post(url, data=jpeg, headers={"Content-Type": "image/jpeg"})
+            response.raise_for_status()
+
+        over_http()  # load the model in the daemon before timing
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            latencies, wall = timed_loop(over_http, args.seconds, args.min_requests, concurrency)
+            rows.append(summarise("HTTP (waitress)", concurrency, latencies, wall))
+    finally:
+        daemon.stop()
+
+    floor = rows[0]["p50_ms"]
+    meta = {"model": str(model_id), "image": f"{width}x{height} JPEG ({len(jpeg)} bytes)", "cpus": os.cpu_count()}
+    for row in rows:
+        row["p50_vs_bare"] = round(row["p50_ms"] / floor, 2)
+        line = json.dumps({**meta, **row})
+        print(line)
+        if args.output:
+            with open(args.output, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+    print(f"\n{meta['model']} on a {meta['image']}, {meta['cpus']} CPUs\n")
+    print("| path | conc. | p50 ms | p90 ms | p99 ms | req/s | p50 / bare |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['path']} | {row['concurrency']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
+              f"{row['throughput_per_s']} | {row['p50_vs_bare']} |")
+    stage = rows[1]
+    print(f"\nin-process stage split (mean ms): decode {stage['decode_ms']}, preprocess {stage['preprocess_ms']}, "
+          f"run {stage['run_ms']}, postprocess {stage['postprocess_ms']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
