@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from edge_daemon.api import docs, errors, legacy
+from edge_daemon.api import docs, errors, infer, legacy, model_management
 from edge_daemon.api.access_log import AccessLogMiddleware
 from edge_daemon.api.openapi import OpenApiRegistry
 from edge_daemon.config import Settings
@@ -28,5 +28,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     docs.register(app, registry)
+    infer.register(app, registry, service)
+    model_management.register(app, registry, service)
     legacy.register(app, registry, service)
     return app

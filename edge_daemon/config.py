@@ -80,6 +80,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
     Option("max_batch", int, lambda: 16, "most images in one request"),
+    Option("max_active_models", int, lambda: 8,
+           "models kept loaded; the least recently used is unloaded (its files stay cached)"),
     Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
     Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
@@ -106,6 +108,7 @@ class Settings:
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch: int = 16
+    max_active_models: int = 8
     ort_threads: int = 0
     registry_timeout: float = 30.0
     log_level: str = "info"

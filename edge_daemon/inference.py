@@ -18,10 +18,10 @@ from edge_daemon.engines import Engine, create_engine
 from edge_daemon.errors import ModelArtifactError
 from edge_daemon.models.metadata import ModelMetadata, read_metadata
 from edge_daemon.models.store import WEIGHTS
-from edge_daemon.processing import detection
+from edge_daemon.processing import classification, detection, segmentation
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.processing.preprocess import Geometry, Preprocessor, PreprocSwitches
-from edge_daemon.responses import detection_predictions, image_response
+from edge_daemon.responses import classification_fields, detection_predictions, image_response, segmentation_predictions
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ DEFAULT_INPUT_SIZE = 640
 class InferenceParams:
     detection: DetectionParams = field(default_factory=DetectionParams)
     switches: PreprocSwitches = field(default_factory=PreprocSwitches)
+    mask_decode_mode: segmentation.MaskDecodeMode = "accurate"
+    tradeoff_factor: float = 0.0
+    mask_format: str = "polygon"  # or "rle"
 
 
 @dataclass
@@ -84,9 +87,16 @@ class LoadedModel:
             outputs = self.engine.run(blank)
         except Exception as error:  # noqa: BLE001 (engines raise backend-specific types)
             raise ModelArtifactError(f"model failed its validation run: {str(error)[:300]}") from None
-        if self.task == "object-detection":
-            return detection.detect_layout(outputs[0].shape, self.num_classes, 0, self.metadata.model_type)
-        raise ModelArtifactError(f"task {self.task} is not served by this build yet")
+        self.num_masks = 0
+        self.output_index, self.proto_index = 0, -1
+        if self.task == "classification":
+            classification.check_output_shape(outputs[0].shape, self.num_classes)
+            return None
+        if self.task == "instance-segmentation":
+            self.output_index, self.proto_index = segmentation.find_prototypes(outputs)
+            self.num_masks = outputs[self.proto_index].shape[1]
+        return detection.detect_layout(outputs[self.output_index].shape, self.num_classes, self.num_masks,
+                                       self.metadata.model_type)
 
     def _run_batches(self, tensor: np.ndarray) -> list[list[np.ndarray]]:
         """Run the engine over the batch in chunks it accepts; returns per-image output lists."""
@@ -125,7 +135,23 @@ class LoadedModel:
         return responses
 
     def _decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
+        names = self.metadata.class_names
+        if self.task == "classification":
+            scores = classification.class_scores(outputs[0], self.num_classes, self.metadata.multiclass,
+                                                 self.metadata.output_is_probability)
+            return image_response(geometry, **classification_fields(scores, names, self.metadata.multiclass,
+                                                                    params.detection.confidence))
         assert self.layout is not None
-        found = detection.decode(outputs[0], self.layout, self.num_classes, 0, params.detection,
-                                 self.metadata.class_names)
-        return image_response(geometry, detection_predictions(found, geometry, self.metadata.class_names))
+        found = detection.decode(outputs[self.output_index], self.layout, self.num_classes, self.num_masks,
+                                 params.detection, names)
+        if self.task == "object-detection":
+            return image_response(geometry, predictions=detection_predictions(found, geometry, names))
+        prototypes = outputs[self.proto_index]
+        scale = segmentation.resolution(params.mask_decode_mode, params.tradeoff_factor,
+                                        prototypes.shape[2] / self.input_width)
+        valid = geometry.network_valid_area()
+        patches = [segmentation.mask_patch(coefficients, prototypes, box, valid,
+                                           (self.input_width, self.input_height), scale)
+                   for coefficients, box in zip(found.mask_coefficients, found.boxes)]
+        return image_response(geometry, predictions=segmentation_predictions(found, patches, geometry, names,
+                                                                              params.mask_format))

@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_daemon.processing.detection import Detections
 from edge_daemon.processing.preprocess import Geometry
+from edge_daemon.processing.segmentation import MaskPatch, coco_rle, polygon_mask
 
 
 def detection_predictions(detections: Detections, geometry: Geometry,
@@ -37,17 +38,49 @@ def detection_predictions(detections: Detections, geometry: Geometry,
     return predictions
 
 
-def image_response(geometry: Geometry, predictions: Any, **extra: Any) -> dict[str, Any]:
-    """The per-image envelope; `inference_id` and `time` are filled in by the API layer."""
+def segmentation_predictions(detections: Detections, patches: list[MaskPatch], geometry: Geometry,
+                             class_names: tuple[str, ...], mask_format: str) -> list[dict[str, Any]]:
+    """Detection fields plus the mask: `points` (largest external contour) or COCO `rle` of the whole mask."""
+    predictions = detection_predictions(detections, geometry, class_names)
+    for prediction, patch in zip(predictions, patches):
+        contours = [geometry.points_to_original(c) for c in patch.contours(largest_only=mask_format != "rle")]
+        if mask_format == "rle":
+            mask = polygon_mask(contours, geometry.original_width, geometry.original_height)
+            prediction["rle"] = coco_rle(mask)
+        else:
+            points = contours[0] if contours else np.zeros((0, 2))
+            prediction["points"] = [{"x": x, "y": y} for x, y in np.round(points, 2).tolist()]
+        prediction["mask_format"] = mask_format
+    return predictions
+
+
+def classification_fields(scores: np.ndarray, class_names: tuple[str, ...], multilabel: bool,
+                          threshold: float) -> dict[str, Any]:
+    """Roboflow's single-label (`predictions` list, `top`, `confidence`) or multi-label (`predictions` dict,
+    `predicted_classes`) fields."""
+    values = scores.tolist()
+    if multilabel:
+        return {
+            "predictions": {name: {"confidence": round(score, 4), "class_id": index}
+                            for index, (name, score) in enumerate(zip(class_names, values))},
+            "predicted_classes": [name for name, score in zip(class_names, values) if score > threshold],
+        }
+    ranked = sorted(range(len(values)), key=lambda index: -values[index])
+    predictions = [{"class": class_names[index], "class_id": index, "confidence": round(values[index], 4)}
+                   for index in ranked if values[index] >= threshold]
+    return {
+        "predictions": predictions,
+        "top": predictions[0]["class"] if predictions else "",
+        "confidence": predictions[0]["confidence"] if predictions else 0.0,
+    }
+
+
+def image_response(geometry: Geometry, **fields: Any) -> dict[str, Any]:
+    """The per-image envelope; `inference_id` and `time` are filled in by the service."""
     response: dict[str, Any] = {
         "inference_id": None,
         "time": None,
         "image": {"width": geometry.original_width, "height": geometry.original_height},
-        "predictions": predictions,
     }
-    response.update(extra)
+    response.update(fields)
     return response
-
-
-def round_floats(values: np.ndarray, digits: int = 4) -> list[float]:
-    return [round(value, digits) for value in values.tolist()]

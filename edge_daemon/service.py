@@ -6,17 +6,30 @@ and call `InferenceService.infer`.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_daemon.config import Settings
+from edge_daemon.errors import BadRequest
 from edge_daemon.images.decode import DecodeOptions, ImageSource, decode_source
 from edge_daemon.images.url_fetch import UrlPolicy
 from edge_daemon.inference import InferenceParams, LoadedModel, StageTimes
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.store import ModelId
+from edge_daemon.processing import visualise
+from edge_daemon.processing.visualise import encode_jpeg
+
+
+@dataclass(frozen=True)
+class Visualisation:
+    """What the client asked to see: JSON only, a drawn JPEG, or both."""
+
+    output: str = "json"  # "json" | "image" | "image_and_json"
+    labels: bool = False
+    stroke: int = 1
 
 
 @dataclass
@@ -25,6 +38,7 @@ class InferenceResult:
     responses: list[dict[str, Any]]
     times: StageTimes
     decode_seconds: float
+    pictures: list[bytes] = field(default_factory=list)  # JPEGs with predictions drawn, when asked for
 
 
 class InferenceService:
@@ -40,18 +54,32 @@ class InferenceService:
         )
 
     def infer(self, model_id: ModelId, sources: list[ImageSource], params: InferenceParams,
-              api_key: str | None = None, started: float | None = None) -> InferenceResult:
-        """Resolve the model, decode every image, run them as one batch and stamp ids and timings."""
+              api_key: str | None = None, started: float | None = None, task: str | None = None,
+              draw: Visualisation | None = None, inference_id: str | None = None) -> InferenceResult:
+        """Resolve the model, decode every image, run them as one batch and stamp ids and timings.
+
+        `task`, when given, must match the model's task (the /infer/{task} routes); `draw` adds pictures.
+        """
         started = time.perf_counter() if started is None else started
         model = self.manager.get(model_id, api_key)
+        if task is not None and model.task != task:
+            raise BadRequest(f"model {model_id} is a {model.task} model, not {task}; use its own route")
         auto_orient = model.preprocessor.auto_orient(params.switches)
         decode_started = time.perf_counter()
         images = [decode_source(source, self.decode_options, auto_orient) for source in sources]
         decode_seconds = time.perf_counter() - decode_started
         times = StageTimes()
         responses = model.infer(images, params, times)
+        pictures = []
+        if draw is not None and draw.output != "json":
+            colours = model.metadata.colors
+            pictures = [encode_jpeg(visualise.draw(image, response, colours, draw.labels, draw.stroke))
+                        for image, response in zip(images, responses)]
+            if draw.output == "image_and_json":
+                for response, picture in zip(responses, pictures):
+                    response["visualization"] = base64.b64encode(picture).decode("ascii")
         elapsed = time.perf_counter() - started
         for response in responses:
-            response["inference_id"] = str(uuid.uuid4())
+            response["inference_id"] = inference_id or str(uuid.uuid4())
             response["time"] = elapsed
-        return InferenceResult(model, responses, times, decode_seconds)
+        return InferenceResult(model, responses, times, decode_seconds, pictures)

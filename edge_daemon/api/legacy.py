@@ -24,8 +24,13 @@ class LegacyInferenceResource:
         model_id = ModelId.of(project_id, model_version)
         settings = self.service.settings
         parsed = parse_legacy_request(req, settings.max_body_bytes, settings.max_batch)
-        result = self.service.infer(model_id, parsed.sources, parsed.params, parsed.api_key, started)
-        resp.media = result.responses if parsed.is_batch else result.responses[0]
+        result = self.service.infer(model_id, parsed.sources, parsed.params, parsed.api_key, started,
+                                    draw=parsed.visualisation)
+        if parsed.visualisation.output == "image":
+            resp.content_type = "image/jpeg"
+            resp.data = result.pictures[0]
+        else:
+            resp.media = result.responses if parsed.is_batch else result.responses[0]
         resp.set_header("X-Model-Id", str(model_id))
         resp.set_header("X-Processing-Time", f"{time.perf_counter() - started:.6f}")
         req.context.model_id = str(model_id)

@@ -12,19 +12,20 @@ Query parameters apply to every form; JSON body fields override them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
 from pydantic import BaseModel, ValidationError
 
-from edge_daemon.api.schemas import DetectionOptions, LegacyJsonBody, LegacyQueryParameters, describe_validation_error
+from edge_daemon.api.schemas import InferenceOptions, LegacyJsonBody, LegacyQueryParameters, describe_validation_error
 from edge_daemon.errors import BadRequest, PayloadTooLarge, Unprocessable
 from edge_daemon.images.decode import IMAGE_TYPES, ImageSource, decode_base64, looks_like_encoded_image
 from edge_daemon.images.safe_numpy import NPY_MAGIC
 from edge_daemon.inference import InferenceParams
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.processing.preprocess import PreprocSwitches
+from edge_daemon.service import Visualisation
 
 DEFAULT_CONFIDENCE = 0.4
 DEFAULT_IOU = 0.3
@@ -37,6 +38,7 @@ class ParsedRequest:
     is_batch: bool
     params: InferenceParams
     api_key: str | None
+    visualisation: Visualisation = field(default_factory=Visualisation)
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -55,7 +57,7 @@ def bearer_token(req: falcon.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _validate(model: type[BaseModel], data: Any, strict: bool) -> Any:
+def validate_model(model: type[BaseModel], data: Any, strict: bool) -> Any:
     try:
         return model.model_validate(data, strict=strict)
     except ValidationError as error:
@@ -82,17 +84,18 @@ def _percent(value: float, name: str, legacy: bool) -> float:
     return value
 
 
-def build_params(options: DetectionOptions, iou: float | None, legacy: bool) -> InferenceParams:
-    """Normalise validated options: percentages, the confidence floor and the defaults."""
+def build_params(options: Any, iou: float | None, legacy: bool) -> InferenceParams:
+    """Normalise validated options (legacy or /infer schemas): percentages, the confidence floor, defaults."""
     confidence = options.confidence
     confidence = DEFAULT_CONFIDENCE if isinstance(confidence, str) else _percent(confidence, "confidence", legacy)
     iou = DEFAULT_IOU if iou is None else _percent(iou, "iou_threshold", legacy)
+    class_filter = getattr(options, "class_filter", None)
     detection = DetectionParams(
         confidence=max(confidence, CONFIDENCE_FLOOR),
         iou_threshold=iou,
-        max_detections=options.max_detections,
-        class_agnostic_nms=options.class_agnostic_nms,
-        class_filter=tuple(options.class_filter) if options.class_filter is not None else None,
+        max_detections=getattr(options, "max_detections", 300),
+        class_agnostic_nms=getattr(options, "class_agnostic_nms", False),
+        class_filter=tuple(class_filter) if class_filter is not None else None,
     )
     switches = PreprocSwitches(
         disable_auto_orient=options.disable_preproc_auto_orient,
@@ -100,10 +103,13 @@ def build_params(options: DetectionOptions, iou: float | None, legacy: bool) -> 
         disable_grayscale=options.disable_preproc_grayscale,
         disable_static_crop=options.disable_preproc_static_crop,
     )
-    return InferenceParams(detection=detection, switches=switches)
+    return InferenceParams(detection=detection, switches=switches,
+                           mask_decode_mode=getattr(options, "mask_decode_mode", "accurate"),
+                           tradeoff_factor=getattr(options, "tradeoff_factor", 0.0),
+                           mask_format=getattr(options, "response_mask_format", "polygon"))
 
 
-def _json_sources(body: LegacyJsonBody, max_batch: int) -> tuple[list[ImageSource], bool]:
+def json_sources(body: Any, max_batch: int) -> tuple[list[ImageSource], bool]:
     references = body.image if isinstance(body.image, list) else [body.image]
     if not references:
         raise BadRequest("image list is empty")
@@ -144,9 +150,9 @@ def _multipart_file(req: falcon.Request, limit: int) -> bytes:
 
 def parse_legacy_request(req: falcon.Request, max_body_bytes: int, max_batch: int) -> ParsedRequest:
     """Parse any of the four request forms of the legacy route."""
-    query = _validate(LegacyQueryParameters, _query_dict(req), strict=False)
+    query = validate_model(LegacyQueryParameters, _query_dict(req), strict=False)
     api_key = query.api_key or bearer_token(req)
-    options: DetectionOptions = query
+    options: InferenceOptions = query
     iou = query.overlap if query.overlap is not None else query.iou_threshold
     content_type = (req.content_type or "").lower()
     is_batch = False
@@ -163,8 +169,8 @@ def parse_legacy_request(req: falcon.Request, max_body_bytes: int, max_batch: in
         if isinstance(document, dict):
             inherited = {name: getattr(query, name) for name in query.model_fields_set
                          if name in LegacyJsonBody.model_fields and name != "image"}
-            parsed = _validate(LegacyJsonBody, {**inherited, **document}, strict=True)
-            sources, is_batch = _json_sources(parsed, max_batch)
+            parsed = validate_model(LegacyJsonBody, {**inherited, **document}, strict=True)
+            sources, is_batch = json_sources(parsed, max_batch)
             api_key = api_key or parsed.api_key
             options = parsed
             iou = parsed.iou_threshold if parsed.iou_threshold is not None else parsed.overlap
@@ -172,7 +178,10 @@ def parse_legacy_request(req: falcon.Request, max_body_bytes: int, max_batch: in
             sources = [ImageSource("numpy" if query.image_type == "numpy" else "base64", document)]
         else:
             sources = [_body_source(body, query.image_type)]
-    return ParsedRequest(sources, is_batch, build_params(options, iou, legacy=True), api_key)
+    visualisation = Visualisation(options.format, options.labels, options.stroke)
+    if visualisation.output == "image" and is_batch:
+        raise BadRequest("format=image answers one picture; send one image or use format=image_and_json")
+    return ParsedRequest(sources, is_batch, build_params(options, iou, legacy=True), api_key, visualisation)
 
 
 def _maybe_json(body: bytes, content_type: str) -> Any:

@@ -33,14 +33,32 @@ class PreprocessingSwitches(BaseModel):
     disable_preproc_static_crop: bool = Field(False, description="Skip the model's static crop.")
 
 
-class DetectionOptions(PreprocessingSwitches):
+MaskDecodeMode = Literal["accurate", "fast", "tradeoff"]
+MaskFormat = Literal["polygon", "rle"]
+
+
+class InferenceOptions(PreprocessingSwitches):
+    """Options shared by the legacy route's query string and JSON body."""
+
     confidence: Confidence = 0.4
     max_detections: int = Field(300, ge=1, le=10000, description="Most predictions returned per image.")
     class_agnostic_nms: bool = Field(False, description="Run NMS across classes instead of per class.")
     class_filter: list[str] | None = Field(None, description="Only return these class names.")
+    mask_decode_mode: MaskDecodeMode = Field(
+        "accurate", description="Segmentation mask resolution: network input (accurate), prototypes (fast), "
+                                "or in between (tradeoff).")
+    tradeoff_factor: float = Field(0.0, ge=0, le=1, description="With mask_decode_mode=tradeoff: 0 fast … 1 "
+                                                                "accurate.")
+    response_mask_format: MaskFormat = Field("polygon", description="Segmentation masks as `points` (largest "
+                                                                    "contour) or COCO `rle`.")
+    format: Literal["json", "image", "image_and_json"] = Field(
+        "json", description="'image' answers a JPEG with predictions drawn; 'image_and_json' adds it base64 "
+                            "as `visualization`.")
+    labels: bool = Field(False, description="Draw class names and confidences in the visualisation.")
+    stroke: int = Field(1, ge=1, le=50, description="Line width of the visualisation, in pixels.")
 
 
-class LegacyQueryParameters(DetectionOptions):
+class LegacyQueryParameters(InferenceOptions):
     """Query-string parameters of `POST /{project_id}/{model_version}` (Roboflow hosted-API style)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -50,10 +68,9 @@ class LegacyQueryParameters(DetectionOptions):
     image: str | None = Field(None, description="URL of the image; the body is then ignored.")
     image_type: Literal["base64", "numpy"] = Field(
         "base64", description="How a non-image body is read: base64 text (default) or a numpy payload.")
-    format: Literal["json"] = Field("json", description="Response format; only 'json' is served.")
 
 
-class LegacyJsonBody(DetectionOptions):
+class LegacyJsonBody(InferenceOptions):
     """JSON body of `POST /{project_id}/{model_version}`; a list of images gives a list of responses."""
 
     model_config = ConfigDict(extra="ignore")
@@ -61,6 +78,56 @@ class LegacyJsonBody(DetectionOptions):
     api_key: str | None = Field(None, description="Registry API key; only needed to download a model once.")
     iou_threshold: float | None = Field(None, ge=0, description="NMS IoU threshold (default 0.3).")
     overlap: float | None = Field(None, ge=0, description="Alias of `iou_threshold` (hosted-API name).")
+
+
+class InferRequestBase(PreprocessingSwitches):
+    """Fields common to Roboflow's `/infer/{task}` JSON bodies."""
+
+    model_config = ConfigDict(extra="ignore")
+    model_id: str = Field(description="`project/version`, e.g. `shapes/1`.", examples=["shapes/1"])
+    image: ImageReference | list[ImageReference]
+    api_key: str | None = None
+    id: str | None = Field(None, description="Returned as `inference_id`.")
+    confidence: Confidence = 0.4
+    visualize_predictions: bool = Field(False, description="Add a base64 JPEG `visualization`.")
+    visualization_labels: bool = False
+    visualization_stroke_width: int = Field(1, ge=1, le=50)
+
+
+class ObjectDetectionInferenceRequest(InferRequestBase):
+    iou_threshold: float = Field(0.3, ge=0, le=1)
+    class_agnostic_nms: bool = False
+    class_filter: list[str] | None = None
+    max_detections: int = Field(300, ge=1, le=10000)
+    max_candidates: int = Field(3000, ge=1, description="Accepted for compatibility.")
+
+
+class InstanceSegmentationInferenceRequest(ObjectDetectionInferenceRequest):
+    mask_decode_mode: MaskDecodeMode = "accurate"
+    tradeoff_factor: float = Field(0.0, ge=0, le=1)
+    response_mask_format: MaskFormat = "polygon"
+
+
+class ClassificationInferenceRequest(InferRequestBase):
+    pass
+
+
+class ModelIdRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_id: str = Field(examples=["shapes/1"])
+    api_key: str | None = None
+
+
+class ModelDescription(BaseModel):
+    model_id: str
+    task_type: str
+    batch_size: int | str
+    input_height: int
+    input_width: int
+
+
+class ModelsDescriptions(BaseModel):
+    models: list[ModelDescription]
 
 
 class ImageDimensions(BaseModel):
@@ -85,14 +152,75 @@ class ObjectDetectionResponse(BaseModel):
     time: float = Field(description="Seconds spent on this request inside the server.")
     image: ImageDimensions
     predictions: list[ObjectDetectionPrediction]
+    visualization: str | None = Field(None, description="Base64 JPEG, when asked for.")
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+class CocoRle(BaseModel):
+    size: list[int] = Field(description="[height, width]")
+    counts: str = Field(description="COCO compressed run-length string (column-major)")
+
+
+class InstanceSegmentationPrediction(ObjectDetectionPrediction):
+    points: list[Point] | None = Field(None, description="Largest external contour, original pixels.")
+    rle: CocoRle | None = None
+    mask_format: MaskFormat
+
+
+class InstanceSegmentationResponse(BaseModel):
+    inference_id: str
+    time: float
+    image: ImageDimensions
+    predictions: list[InstanceSegmentationPrediction]
+    visualization: str | None = None
+
+
+class ClassificationPrediction(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_name: str = Field(alias="class")
+    class_id: int
+    confidence: float
+
+
+class ClassificationResponse(BaseModel):
+    inference_id: str
+    time: float
+    image: ImageDimensions
+    predictions: list[ClassificationPrediction] = Field(description="Classes above the threshold, best first.")
+    top: str
+    confidence: float
+    visualization: str | None = None
+
+
+class MultiLabelClassPrediction(BaseModel):
+    confidence: float
+    class_id: int
+
+
+class MultiLabelClassificationResponse(BaseModel):
+    inference_id: str
+    time: float
+    image: ImageDimensions
+    predictions: dict[str, MultiLabelClassPrediction]
+    predicted_classes: list[str]
+    visualization: str | None = None
 
 
 class ErrorResponse(BaseModel):
     message: str
 
 
-SCHEMAS: tuple[type[BaseModel], ...] = (ImageReference, LegacyJsonBody, ObjectDetectionPrediction,
-                                        ObjectDetectionResponse, ErrorResponse, ImageDimensions)
+SCHEMAS: tuple[type[BaseModel], ...] = (
+    ImageReference, LegacyJsonBody, ObjectDetectionPrediction, ObjectDetectionResponse, ErrorResponse,
+    ImageDimensions, InstanceSegmentationResponse, ClassificationResponse, MultiLabelClassificationResponse,
+    ObjectDetectionInferenceRequest, InstanceSegmentationInferenceRequest, ClassificationInferenceRequest,
+    ModelIdRequest, ModelsDescriptions)
+ANY_TASK_RESPONSE = (ObjectDetectionResponse, InstanceSegmentationResponse, ClassificationResponse,
+                     MultiLabelClassificationResponse)
 
 
 def describe_validation_error(error: Any) -> str:

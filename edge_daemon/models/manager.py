@@ -37,6 +37,8 @@ class ModelManager:
         self._id_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.downloads = 0
+        self.evictions = 0
+        self.engine_loads = 0
 
     # ----- public -----------------------------------------------------------------------------------
     def get(self, model_id: ModelId, api_key: str | None = None) -> LoadedModel:
@@ -55,7 +57,15 @@ class ModelManager:
                 model = self._load(model_id, api_key or self.settings.api_key or None)
                 with self._guard:
                     self._loaded[key] = model
+                    self._evict_beyond_limit()
             return model
+
+    def _evict_beyond_limit(self) -> None:
+        """Unload least-recently-used models over the limit; their files stay in the cache."""
+        while len(self._loaded) > max(1, self.settings.max_active_models):
+            evicted, _ = self._loaded.popitem(last=False)
+            self.evictions += 1
+            log.info("unloaded %s (least recently used; files stay cached)", evicted)
 
     def loaded(self) -> list[LoadedModel]:
         with self._guard:
@@ -76,7 +86,7 @@ class ModelManager:
                 folder = store.folder(model_id)
                 verify_folder(folder)
                 log.info("loading %s from local store %s", model_id, store.root)
-                return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads)
+                return self._instantiate(model_id, folder)
         with self._cache_lock(model_id):
             if self.cache.has(model_id):
                 try:
@@ -86,7 +96,7 @@ class ModelManager:
                     self.cache.remove(model_id)
             folder = self._download(model_id, api_key)
             try:
-                return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads)
+                return self._instantiate(model_id, folder)
             except ModelArtifactError as error:
                 self.cache.remove(model_id)
                 raise BadGateway(f"the model registry served an unusable model for {model_id}: "
@@ -96,6 +106,10 @@ class ModelManager:
         folder = self.cache.folder(model_id)
         verify_folder(folder)
         log.info("loading %s from cache", model_id)
+        return self._instantiate(model_id, folder)
+
+    def _instantiate(self, model_id: ModelId, folder: Path) -> LoadedModel:
+        self.engine_loads += 1
         return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads)
 
     @contextmanager

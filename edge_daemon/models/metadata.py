@@ -40,7 +40,7 @@ class ModelMetadata:
     class_names: tuple[str, ...]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     multiclass: bool = False
-    output_is_probability: bool = False
+    output_is_probability: bool | None = None  # None: not declared
     colors: dict[str, str] = field(default_factory=dict)
 
 
@@ -91,6 +91,7 @@ def read_metadata(folder: Path, model_id: str) -> ModelMetadata:
         class_names=_class_names(folder, environment),
         preprocessing=preprocessing,
         multiclass=multiclass is True or str(multiclass).lower() == "true",
-        output_is_probability=bool(model_type.get("output_is_probability", False)),
+        output_is_probability=(None if model_type.get("output_is_probability") is None
+                               else bool(model_type["output_is_probability"])),
         colors=dict(environment.get("COLORS") or {}),
     )

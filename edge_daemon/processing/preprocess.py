@@ -57,6 +57,11 @@ class Geometry:
         out[:, 1::2] += self.crop_y
         return out
 
+    def network_valid_area(self) -> tuple[float, float, float, float]:
+        """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
+        return (self.pad_x, self.pad_y, self.pad_x + self.crop_width * self.scale_x,
+                self.pad_y + self.crop_height * self.scale_y)
+
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
         """Map Nx2 network-input points (x, y) to original pixels, as boxes are mapped."""
         out = np.empty_like(points, dtype=np.float64)

@@ -1,0 +1,138 @@
+"""Instance masks from YOLO mask coefficients and prototypes, computed only inside each box.
+
+mask = sigmoid(coefficients · prototypes). For each detection only the prototype pixels under its box are
+multiplied out, resized to the chosen resolution (`fast`: prototype resolution; `accurate`: network-input
+resolution; `tradeoff`: in between by `tradeoff_factor`), cut to the box and thresholded at 0.5. Never N
+full-size float masks at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from edge_daemon.errors import ModelArtifactError
+
+MaskDecodeMode = Literal["accurate", "fast", "tradeoff"]
+
+
+@dataclass(frozen=True)
+class MaskPatch:
+    """A binary mask over a network-space rectangle: patch pixel (u, v) has its centre at
+    (x0 + (u + 0.5) * step_x, y0 + (v + 0.5) * step_y) in network-input pixels."""
+
+    mask: np.ndarray  # (h, w) uint8 0/1
+    x0: float
+    y0: float
+    step_x: float
+    step_y: float
+
+    def contours(self, largest_only: bool = True) -> list[np.ndarray]:
+        """External contours as (n, 2) float arrays in network-input pixels; the largest first."""
+        found, _ = cv2.findContours(self.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        ordered = sorted(found, key=cv2.contourArea, reverse=True)
+        if largest_only:
+            ordered = ordered[:1]
+        result = []
+        for contour in ordered:
+            points = contour.reshape(-1, 2).astype(np.float64)
+            points[:, 0] = self.x0 + (points[:, 0] + 0.5) * self.step_x
+            points[:, 1] = self.y0 + (points[:, 1] + 0.5) * self.step_y
+            result.append(points)
+        return result
+
+
+def resolution(mode: MaskDecodeMode, tradeoff_factor: float, proto_scale: float) -> float:
+    """Mask pixels per network pixel for a decode mode (proto_scale: prototype px per network px)."""
+    if mode == "fast":
+        return proto_scale
+    if mode == "tradeoff":
+        return proto_scale + (1.0 - proto_scale) * min(max(tradeoff_factor, 0.0), 1.0)
+    return 1.0
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def mask_patch(coefficients: np.ndarray, prototypes: np.ndarray, box: np.ndarray, valid: tuple[float, float, float, float],
+               input_size: tuple[int, int], pixels_per_network_px: float) -> MaskPatch:
+    """The thresholded mask of one detection over its box.
+
+    `prototypes` is (nm, mh, mw); `box` is xyxy in network pixels; `valid` is the unpadded image area in
+    network pixels (the letterbox padding is never part of a mask); `input_size` is (width, height).
+    """
+    num_masks, proto_h, proto_w = prototypes.shape
+    sx, sy = proto_w / input_size[0], proto_h / input_size[1]
+    x1, y1 = max(box[0], valid[0]), max(box[1], valid[1])
+    x2, y2 = min(box[2], valid[2]), min(box[3], valid[3])
+    if x2 <= x1 or y2 <= y1:
+        return MaskPatch(np.zeros((1, 1), np.uint8), float(x1), float(y1), 1.0, 1.0)
+    px0, py0 = max(0, math.floor(x1 * sx)), max(0, math.floor(y1 * sy))
+    px1, py1 = min(proto_w, math.ceil(x2 * sx)), min(proto_h, math.ceil(y2 * sy))
+    region = prototypes[:, py0:py1, px0:px1]
+    logits = (coefficients @ region.reshape(num_masks, -1)).reshape(py1 - py0, px1 - px0)
+    probabilities = _sigmoid(logits.astype(np.float32))
+    span_w, span_h = (px1 - px0) / sx, (py1 - py0) / sy  # the region in network pixels
+    out_w = max(1, round(span_w * pixels_per_network_px))
+    out_h = max(1, round(span_h * pixels_per_network_px))
+    if (out_w, out_h) != probabilities.shape[::-1]:
+        probabilities = cv2.resize(probabilities, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    origin_x, origin_y = px0 / sx, py0 / sy
+    step_x, step_y = span_w / out_w, span_h / out_h
+    centres_x = origin_x + (np.arange(out_w) + 0.5) * step_x
+    centres_y = origin_y + (np.arange(out_h) + 0.5) * step_y
+    inside = ((centres_y >= y1) & (centres_y <= y2))[:, None] & ((centres_x >= x1) & (centres_x <= x2))[None, :]
+    mask = ((probabilities > 0.5) & inside).astype(np.uint8)
+    return MaskPatch(mask, origin_x, origin_y, step_x, step_y)
+
+
+def polygon_mask(polygons: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    """Rasterise polygons (original pixels) into an (height, width) uint8 mask."""
+    mask = np.zeros((height, width), np.uint8)
+    if polygons:
+        cv2.fillPoly(mask, [np.round(p - 0.5).astype(np.int32) for p in polygons if len(p) >= 3], 1)
+    return mask
+
+
+def coco_rle(mask: np.ndarray) -> dict[str, object]:
+    """COCO run-length encoding (column-major, starting with a run of zeros) in its compressed string form."""
+    flat = mask.reshape(-1, order="F").astype(np.uint8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    boundaries = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(boundaries).tolist()
+    if flat.size and flat[0] == 1:
+        runs = [0, *runs]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": _compress_counts(runs)}
+
+
+def _compress_counts(counts: list[int]) -> str:
+    """COCO's LEB128-like text form: deltas against the count two back, 5 bits a character from '0'."""
+    chars = []
+    for index, value in enumerate(counts):
+        if index > 2:
+            value -= counts[index - 2]
+        more = True
+        while more:
+            chunk = value & 0x1F
+            value >>= 5
+            more = value != -1 if chunk & 0x10 else value != 0
+            if more:
+                chunk |= 0x20
+            chars.append(chr(chunk + 48))
+    return "".join(chars)
+
+
+def find_prototypes(outputs: list[np.ndarray]) -> tuple[int, int]:
+    """Indices of (predictions, prototypes) among a segmentation model's outputs: protos are the 4-D one."""
+    four_d = [i for i, out in enumerate(outputs) if out.ndim == 4]
+    three_d = [i for i, out in enumerate(outputs) if out.ndim == 3]
+    if len(four_d) != 1 or len(three_d) != 1:
+        shapes = [list(out.shape) for out in outputs]
+        raise ModelArtifactError(f"segmentation models need a [B, C, N] output and [B, nm, mh, mw] prototypes, "
+                                 f"got {shapes}")
+    return three_d[0], four_d[0]
