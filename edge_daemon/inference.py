@@ -146,12 +146,18 @@ class LoadedModel:
                                  params.detection, names)
         if self.task == "object-detection":
             return image_response(geometry, predictions=detection_predictions(found, geometry, names))
-        prototypes = outputs[self.proto_index]
-        scale = segmentation.resolution(params.mask_decode_mode, params.tradeoff_factor,
-                                        prototypes.shape[2] / self.input_width)
-        valid = geometry.network_valid_area()
-        patches = [segmentation.mask_patch(coefficients, prototypes, box, valid,
-                                           (self.input_width, self.input_height), scale)
-                   for coefficients, box in zip(found.mask_coefficients, found.boxes)]
-        return image_response(geometry, predictions=segmentation_predictions(found, patches, geometry, names,
-                                                                              params.mask_format))
+        return image_response(geometry, predictions=instance_predictions(
+            found, outputs[self.proto_index], geometry, (self.input_width, self.input_height), params, names))
+
+
+def instance_predictions(found: detection.Detections, prototypes: np.ndarray, geometry: Geometry,
+                         input_size: tuple[int, int], params: InferenceParams,
+                         class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Masks for the NMS survivors (each only over its box) shaped as Roboflow segmentation predictions."""
+    scale = segmentation.resolution(params.mask_decode_mode, params.tradeoff_factor,
+                                    prototypes.shape[2] / input_size[0])
+    valid = geometry.network_valid_area()
+    coefficients = found.mask_coefficients if found.mask_coefficients is not None else []
+    patches = [segmentation.mask_patch(coefficient, prototypes, box, valid, input_size, scale)
+               for coefficient, box in zip(coefficients, found.boxes)]
+    return segmentation_predictions(found, patches, geometry, class_names, params.mask_format)

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_daemon.processing.detection import Detections
 from edge_daemon.processing.preprocess import Geometry
-from edge_daemon.processing.segmentation import MaskPatch, coco_rle, polygon_mask
+from edge_daemon.processing.segmentation import MaskPatch, coco_rle, polygon_region
 
 
 def detection_predictions(detections: Detections, geometry: Geometry,
@@ -45,8 +45,9 @@ def segmentation_predictions(detections: Detections, patches: list[MaskPatch], g
     for prediction, patch in zip(predictions, patches):
         contours = [geometry.points_to_original(c) for c in patch.contours(largest_only=mask_format != "rle")]
         if mask_format == "rle":
-            mask = polygon_mask(contours, geometry.original_width, geometry.original_height)
-            prediction["rle"] = coco_rle(mask)
+            height, width = geometry.original_height, geometry.original_width
+            region, top, left = polygon_region(contours, width, height)
+            prediction["rle"] = coco_rle(region, top, left, height, width)
         else:
             points = contours[0] if contours else np.zeros((0, 2))
             prediction["points"] = [{"x": x, "y": y} for x, y in np.round(points, 2).tolist()]

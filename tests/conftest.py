@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -12,9 +12,17 @@ import pytest
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from edge_daemon.config import Settings  # noqa: E402
-from tests.support.daemon import ThreadedDaemon  # noqa: E402
-from tests.support.onnx_models import colour_detector, colour_environment, write_model  # noqa: E402
+from edge_daemon.config import Settings
+from tests.support.daemon import ThreadedDaemon
+from tests.support.onnx_models import (
+    classifier_environment,
+    colour_classifier,
+    colour_detector,
+    colour_environment,
+    seg_environment,
+    shape_segmenter,
+    write_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +36,19 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_model(root, "faulty/1", colour_detector(fail_on_nonzero=True), colour_environment())
     write_model(root, "wrong-classes/1", colour_detector("yolov8"),
                 {**colour_environment(), "CLASS_MAP": {"0": "a", "1": "b"}})
+    write_model(root, "colour-drawn/1", colour_detector("yolov8"), {**colour_environment(), "COLORS": {"red": "#00FF00"}})
+    write_model(root, "disks/1", shape_segmenter(), seg_environment(), task="instance-segmentation",
+                model_type="yolov8n-seg")
+    write_model(root, "colour-cls/1", colour_classifier(), classifier_environment(), task="classification")
+    folder = write_model(root, "colour-multi/1", colour_classifier(), classifier_environment(multiclass=True),
+                         task="multi-label-classification")
+    model_type = folder / "model_type.json"
+    import json
+
+    model_type.write_text(json.dumps({**json.loads(model_type.read_text()), "output_is_probability": False}))
+    from edge_daemon.models.store import ModelId, write_manifest
+
+    write_manifest(folder, ModelId("colour-multi", "1"))
     return root
 
 

@@ -16,7 +16,8 @@ def test_spec_validates_and_covers_every_route(daemon):
     assert spec["openapi"].startswith("3.")
     paths = spec["paths"]
     assert "/{project_id}/{model_version}" in paths and "post" in paths["/{project_id}/{model_version}"]
-    assert {"/openapi.json", "/docs"} <= set(paths)
+    assert {"/openapi.json", "/docs", "/infer/object_detection", "/infer/instance_segmentation",
+            "/infer/classification", "/model/registry", "/model/add", "/model/remove", "/model/clear"} <= set(paths)
     operation = paths["/{project_id}/{model_version}"]["post"]
     query = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
     assert {"api_key", "confidence", "overlap", "max_detections", "image", "format", "image_type"} <= query

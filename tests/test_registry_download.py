@@ -134,3 +134,22 @@ def test_local_store_wins_over_registry(registry, make_settings, tmp_path):
     with ThreadedDaemon(make_settings(api_url=registry.url, models_dir=str(local))) as daemon:
         assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
     assert registry.state.artifact_requests == []
+
+
+def test_evicted_model_is_reloaded_from_cache_without_download(registry, make_settings):
+    settings = make_settings(api_url=registry.url, api_key="good-key", max_active_models=1)
+    with ThreadedDaemon(settings) as daemon:
+        manager = daemon.service.manager
+        assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
+        weights = Path(settings.cache_dir) / "models" / "remote" / "3" / "weights.onnx"
+        before = weights.stat()
+        assert requests.post(f"{daemon.url}/colour/1", data=_red_png()).status_code == 200  # evicts remote/3
+        assert [m["model_id"] for m in requests.get(f"{daemon.url}/model/registry").json()["models"]] == ["colour/1"]
+        assert manager.evictions == 1
+        assert weights.exists() and weights.stat().st_mtime_ns == before.st_mtime_ns  # files stay
+        again = requests.post(f"{daemon.url}/remote/3", data=_red_png())
+        assert again.status_code == 200
+        assert registry.state.weight_downloads == {"remote/3": 1}
+        assert len(registry.state.artifact_requests) == 1  # not even a metadata call
+        assert manager.downloads == 1
+        assert weights.stat().st_ino == before.st_ino

@@ -32,18 +32,40 @@ class MaskPatch:
     step_y: float
 
     def contours(self, largest_only: bool = True) -> list[np.ndarray]:
-        """External contours as (n, 2) float arrays in network-input pixels; the largest first."""
+        """External contours as (n, 2) float arrays in network-input pixels; the largest first.
+
+        OpenCV traces the centres of boundary pixels; each outline is pushed out by half a pixel so it
+        encloses the pixels' full area (otherwise a coarse mask shrinks by a pixel when redrawn finer).
+        """
         found, _ = cv2.findContours(self.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         ordered = sorted(found, key=cv2.contourArea, reverse=True)
         if largest_only:
             ordered = ordered[:1]
         result = []
         for contour in ordered:
-            points = contour.reshape(-1, 2).astype(np.float64)
-            points[:, 0] = self.x0 + (points[:, 0] + 0.5) * self.step_x
-            points[:, 1] = self.y0 + (points[:, 1] + 0.5) * self.step_y
+            points = _outline_pixel_area(contour.reshape(-1, 2).astype(np.float64) + 0.5)
+            points[:, 0] = self.x0 + points[:, 0] * self.step_x
+            points[:, 1] = self.y0 + points[:, 1] * self.step_y
             result.append(points)
         return result
+
+
+def _outline_pixel_area(centres: np.ndarray) -> np.ndarray:
+    """Offset a closed outline through pixel centres by 0.5 px outwards (mitred corners)."""
+    if len(centres) < 3:
+        low, high = centres.min(axis=0) - 0.5, centres.max(axis=0) + 0.5
+        return np.array([[low[0], low[1]], [high[0], low[1]], [high[0], high[1]], [low[0], high[1]]])
+    edges = np.roll(centres, -1, axis=0) - centres
+    lengths = np.maximum(np.linalg.norm(edges, axis=1, keepdims=True), 1e-9)
+    # Image coordinates (y down): for a clockwise-on-screen outline, (dy, -dx) points outwards.
+    x, y = centres[:, 0], centres[:, 1]
+    clockwise_on_screen = (np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) > 0
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / lengths
+    if not clockwise_on_screen:
+        normals = -normals
+    before, after = np.roll(normals, 1, axis=0), normals
+    cosine = np.maximum(1.0 + np.sum(before * after, axis=1, keepdims=True), 0.5)
+    return centres + 0.5 * (before + after) / cosine
 
 
 def resolution(mode: MaskDecodeMode, tradeoff_factor: float, proto_scale: float) -> float:
@@ -91,23 +113,46 @@ def mask_patch(coefficients: np.ndarray, prototypes: np.ndarray, box: np.ndarray
     return MaskPatch(mask, origin_x, origin_y, step_x, step_y)
 
 
-def polygon_mask(polygons: list[np.ndarray], width: int, height: int) -> np.ndarray:
-    """Rasterise polygons (original pixels) into an (height, width) uint8 mask."""
-    mask = np.zeros((height, width), np.uint8)
-    if polygons:
-        cv2.fillPoly(mask, [np.round(p - 0.5).astype(np.int32) for p in polygons if len(p) >= 3], 1)
-    return mask
+def polygon_region(polygons: list[np.ndarray], width: int, height: int) -> tuple[np.ndarray, int, int]:
+    """Rasterise polygons (original pixels) over their own bounding region only.
+
+    Returns (mask, top_row, left_column) of that region inside the (height, width) image.
+    """
+    shapes = [np.round(p - 0.5).astype(np.int32) for p in polygons if len(p) >= 3]
+    if not shapes:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    stacked = np.concatenate(shapes)
+    left, top = max(0, int(stacked[:, 0].min())), max(0, int(stacked[:, 1].min()))
+    right, bottom = min(width, int(stacked[:, 0].max()) + 1), min(height, int(stacked[:, 1].max()) + 1)
+    if right <= left or bottom <= top:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    mask = np.zeros((bottom - top, right - left), np.uint8)
+    cv2.fillPoly(mask, shapes, 1, offset=(-left, -top))
+    return mask, top, left
 
 
-def coco_rle(mask: np.ndarray) -> dict[str, object]:
-    """COCO run-length encoding (column-major, starting with a run of zeros) in its compressed string form."""
-    flat = mask.reshape(-1, order="F").astype(np.uint8)
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    boundaries = np.concatenate([[0], changes, [flat.size]])
-    runs = np.diff(boundaries).tolist()
-    if flat.size and flat[0] == 1:
-        runs = [0, *runs]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": _compress_counts(runs)}
+def coco_rle(region: np.ndarray, top: int, left: int, height: int, width: int) -> dict[str, object]:
+    """COCO run-length encoding of a (height, width) mask that is zero outside `region` placed at
+    (top, left): column-major runs starting with zeros, in COCO's compressed string form.
+
+    Work is proportional to the region, not the image: transitions are found per region column and
+    placed at their column-major positions in the full image.
+    """
+    total = height * width
+    if region.size == 0 or not region.any():
+        return {"size": [height, width], "counts": _compress_counts([total])}
+    padded = np.zeros((region.shape[0] + 2, region.shape[1]), np.int8)
+    padded[1:-1] = region
+    # A change between padded rows i and i+1 of column j sits before image row top+i of column left+j.
+    changes_by_column = np.diff(padded, axis=0).T  # (columns, rows + 1), so nonzero() is column-major
+    columns, rows = np.nonzero(changes_by_column)
+    positions = (left + columns).astype(np.int64) * height + top + rows
+    # A run ending at a column's last row and one starting at the next column's first row meet at one
+    # position: those two transitions cancel.
+    unique, counts = np.unique(positions, return_counts=True)
+    transitions = unique[counts % 2 == 1]
+    boundaries = np.concatenate([[0], transitions, [total]])
+    return {"size": [height, width], "counts": _compress_counts(np.diff(boundaries).tolist())}
 
 
 def _compress_counts(counts: list[int]) -> str:

@@ -108,3 +108,96 @@ def write_model(store_root: Path, model_id: str, weights: bytes, environment: di
                                                         "model_id": model_id}))
     write_manifest(folder, parsed)
     return folder
+
+
+SEG_INPUT = 128
+SEG_PROTO = 32
+# Two candidates in network pixels: a disk of radius 16 around (32, 32) and a square 84..108 around (96, 96).
+SEG_BOXES = np.array([[32, 32, 40, 40], [96, 96, 30, 30]], np.float32).T
+
+
+def seg_prototypes() -> np.ndarray:
+    """Prototype logits (2, 32, 32): channel 0 a disk, channel 1 a square, at proto pixel centres."""
+    centres = (np.arange(SEG_PROTO) + 0.5) * (SEG_INPUT / SEG_PROTO)
+    xx, yy = np.meshgrid(centres, centres)
+    disk = (xx - 32) ** 2 + (yy - 32) ** 2 <= 16 ** 2
+    square = (np.abs(xx - 96) <= 12) & (np.abs(yy - 96) <= 12)
+    return np.where(np.stack([disk, square]), 12.0, -12.0).astype(np.float32)
+
+
+def shape_segmenter() -> bytes:
+    """Segmentation model: both candidates score the image's mean red (class 0) and mean green (class 1);
+    candidate i's mask coefficients select prototype i."""
+    candidates = SEG_BOXES.shape[1]
+    coefficients = np.eye(2, candidates, dtype=np.float32)  # (nm=2, N)
+    nodes = [
+        _const("boxes", SEG_BOXES[None]),
+        _const("coefficients", coefficients[None]),
+        _const("protos", seg_prototypes()[None]),
+        _const("ones", np.ones((1, 2, candidates), np.float32)),
+        _const("axes_sq", np.array([3], np.int64)),
+        _const("starts", np.array([0], np.int64)),
+        _const("ends", np.array([2], np.int64)),
+        _const("axis1", np.array([1], np.int64)),
+        _const("zero", np.array(0.0, np.float32)),
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),            # [B, 3, 1, 1]
+        helper.make_node("Squeeze", ["pooled", "axes_sq"], ["means3"]),           # [B, 3, 1]
+        helper.make_node("Slice", ["means3", "starts", "ends", "axis1"], ["means"]),  # [B, 2, 1] (R, G)
+        helper.make_node("Mul", ["means", "ones"], ["scores"]),                   # [B, 2, N]
+        helper.make_node("Mul", ["scores", "zero"], ["zeros2"]),
+        helper.make_node("ReduceSum", ["zeros2", "axis1"], ["zeros1"], keepdims=1),  # [B, 1, N]
+        helper.make_node("Add", ["boxes", "zeros1"], ["boxes_b"]),
+        helper.make_node("Add", ["coefficients", "zeros1"], ["coefficients_b"]),
+        helper.make_node("Concat", ["boxes_b", "scores", "coefficients_b"], ["output0"], axis=1),
+        helper.make_node("Shape", ["images"], ["image_shape"]),
+        helper.make_node("Slice", ["image_shape", "starts", "first_end"], ["batch_dim"]),
+        _const("first_end", np.array([1], np.int64)),
+        _const("proto_tail", np.array([2, SEG_PROTO, SEG_PROTO], np.int64)),
+        helper.make_node("Concat", ["batch_dim", "proto_tail"], ["proto_shape"], axis=0),
+        helper.make_node("Expand", ["protos", "proto_shape"], ["output1"]),
+    ]
+    nodes.sort(key=lambda node: node.op_type != "Constant")
+    graph = helper.make_graph(
+        nodes, "shape_segmenter",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, SEG_INPUT, SEG_INPUT])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 4 + 2 + 2, candidates]),
+         helper.make_tensor_value_info("output1", TensorProto.FLOAT, ["batch", 2, SEG_PROTO, SEG_PROTO])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def seg_environment() -> dict:
+    return {"CLASS_MAP": {"0": "disk", "1": "square"},
+            "PREPROCESSING": {"auto-orient": {"enabled": True},
+                              "resize": {"enabled": True, "width": SEG_INPUT, "height": SEG_INPUT,
+                                         "format": "Fit (black edges) in"}}}
+
+
+def colour_classifier() -> bytes:
+    """Classification model: logits = 5 x the image's mean R, G, B (after /127.5 - 1 normalisation)."""
+    nodes = [
+        _const("scale", np.array(5.0, np.float32)),
+        _const("axes", np.array([2, 3], np.int64)),
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Squeeze", ["pooled", "axes"], ["means"]),
+        helper.make_node("Mul", ["means", "scale"], ["output0"]),
+    ]
+    nodes.sort(key=lambda node: node.op_type != "Constant")
+    graph = helper.make_graph(
+        nodes, "colour_classifier",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def classifier_environment(multiclass: bool = False) -> dict:
+    return {"CLASS_MAP": {str(i): name for i, name in enumerate(COLOUR_CLASSES)},
+            "PREPROCESSING": {"resize": {"enabled": True, "width": 32, "height": 32, "format": "Stretch to"}},
+            "MULTICLASS": multiclass}
