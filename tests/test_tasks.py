@@ -160,7 +160,7 @@ def test_format_image_draws_boxes_on_the_original(daemon):
     picture = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
     assert picture.shape == (80, 100, 3)
     # The 0.9 box is x 9..41, y 8..32 (see test_request_forms); COLORS paints it green on the red image.
-    blue, green, red_channel = picture[20, 9].astype(int)
+    _, green, red_channel = picture[20, 9].astype(int)
     assert green > 180 and red_channel < 90
     assert picture[60, 60, 2] > 200 and picture[60, 60, 1] < 60  # far from any box: still red
     both = requests.post(f"{daemon.url}/colour-drawn/1?confidence=0.5&format=image_and_json", data=_png(red)).json()
