@@ -21,6 +21,7 @@ setup(
         "opencv-python-headless>=4.8",
         "pydantic>=2.6,<3",
         "offapi>=0.1.4,<0.2",  # Swagger UI assets, so /docs works offline
+        "prometheus-client>=0.20",  # /metrics in Prometheus text format
     ],
     extras_require={
         # NVIDIA boxes: on Jetson, TensorRT comes with JetPack's system Python instead.

@@ -4,30 +4,39 @@ from __future__ import annotations
 
 import falcon
 
-from edge_daemon.api import docs, errors, infer, legacy, model_management
+from edge_daemon.api import deepstack, docs, errors, health, infer, legacy, model_management
 from edge_daemon.api.access_log import AccessLogMiddleware
-from edge_daemon.api.openapi import OpenApiRegistry
+from edge_daemon.api.openapi import OpenApiRegistry, Operation
 from edge_daemon.config import Settings
+from edge_daemon.metrics import Metrics, MetricsMiddleware, MetricsResource
 from edge_daemon.service import InferenceService
 
 
 class DaemonApp(falcon.App):
     """The falcon app plus handles on what it serves (for start-up work, the CLI and tests)."""
 
-    def __init__(self, service: InferenceService, openapi: OpenApiRegistry):
-        super().__init__(middleware=[AccessLogMiddleware()], cors_enable=False)
+    def __init__(self, service: InferenceService, openapi: OpenApiRegistry, metrics: Metrics):
+        super().__init__(middleware=[MetricsMiddleware(metrics), AccessLogMiddleware()], cors_enable=False)
         self.service = service
         self.openapi = openapi
+        self.metrics = metrics
 
 
 def create_app(settings: Settings, service: InferenceService | None = None) -> DaemonApp:
     """Wire the service, routes, OpenAPI registry and error handlers into a WSGI app."""
-    service = service or InferenceService(settings)
+    metrics = service.metrics if service is not None and service.metrics is not None else Metrics()
+    service = service or InferenceService(settings, metrics=metrics)
     registry = OpenApiRegistry()
-    app = DaemonApp(service, registry)
+    app = DaemonApp(service, registry, metrics)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     docs.register(app, registry)
+    health.register(app, registry, service)
+    app.add_route("/metrics", MetricsResource(metrics))
+    registry.add(Operation("/metrics", "get", "Prometheus metrics", tags=["operations"], operation_id="get_metrics",
+                           responses={"200": {"description": "Prometheus text format",
+                                              "content": {"text/plain": {}}}}))
+    deepstack.register(app, registry, service)
     infer.register(app, registry, service)
     model_management.register(app, registry, service)
     legacy.register(app, registry, service)

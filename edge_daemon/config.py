@@ -23,6 +23,11 @@ def _default_cache_dir() -> str:
     return os.path.join(xdg, "edge-daemon")
 
 
+def _default_models_dir() -> str:
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(xdg, "edge-daemon", "models")
+
+
 def _default_threads() -> int:
     """Waitress threads: enough to overlap decoding with inference without oversubscribing a small box."""
     return max(4, min(16, 2 * (os.cpu_count() or 2)))
@@ -64,7 +69,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", str, lambda: "0.0.0.0", "address to listen on"),
     Option("port", int, lambda: 9001, "TCP port to listen on"),
     Option("threads", int, _default_threads, "waitress worker threads"),
-    Option("models_dir", str, lambda: "", "extra local model store searched before the bundled models"),
+    Option("models_dir", str, _default_models_dir,
+           "your model store (imports land here), searched before the bundled models; empty: none"),
     Option("cache_dir", str, _default_cache_dir, "where downloaded models and compiled engines are kept"),
     Option("api_url", str, lambda: DEFAULT_API_URL, "model registry speaking Roboflow's artifact API"),
     Option("api_key", str, lambda: os.environ.get("ROBOFLOW_API_KEY", ""),
@@ -80,11 +86,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
     Option("max_batch", int, lambda: 16, "most images in one request"),
+    Option("load_wait", float, lambda: 30.0,
+           "seconds a request waits for its model to download/load before a 503 with Retry-After"),
     Option("max_active_models", int, lambda: 8,
            "models kept loaded; the least recently used is unloaded (its files stay cached)"),
     Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
     Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
+    Option("deepstack_model", str, lambda: "shapes/1", "model served by DeepStack's /v1/vision/detection"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
+    Option("log_format", str, lambda: "text", "text (human-readable) or json (one object a line)"),
 )
 
 
@@ -95,7 +105,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 9001
     threads: int = field(default_factory=_default_threads)
-    models_dir: str = ""
+    models_dir: str = field(default_factory=_default_models_dir)
     cache_dir: str = field(default_factory=_default_cache_dir)
     api_url: str = DEFAULT_API_URL
     api_key: str = field(default="", repr=False)
@@ -108,10 +118,13 @@ class Settings:
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch: int = 16
+    load_wait: float = 30.0
     max_active_models: int = 8
     ort_threads: int = 0
     registry_timeout: float = 30.0
+    deepstack_model: str = "shapes/1"
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def cache_path(self) -> Path:
@@ -121,11 +134,34 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def describe_default(option: Option) -> str:
+    """The default as documentation shows it (secrets and machine-dependent values described, not shown)."""
+    if option.secret:
+        return "–"
+    described = {"threads": "2×CPUs (4–16)", "cache_dir": "`~/.cache/edge-daemon`",
+                 "models_dir": "`~/.local/share/edge-daemon/models`", "preload": "–", "ort_threads": "0 (all CPUs)"}
+    if option.name in described:
+        return described[option.name]
+    value = option.default()
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return f"`{value}`" if value != "" else "–"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register every option as a flag; unset flags stay None so env/defaults can fill them."""
     for option in OPTIONS:
+        default = describe_default(option).replace("`", "")
         parser.add_argument(option.flag, dest=option.name, type=option.parse, default=None,
-                            help=f"{option.help} [env {option.env}]")
+                            help=f"{option.help} (default: {default}; env {option.env})")
+
+
+def markdown_reference() -> str:
+    """The configuration table for the README, generated from OPTIONS."""
+    lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        lines.append(f"| `{option.flag}` | `{option.env}` | {describe_default(option)} | {option.help} |")
+    return "\n".join(lines)
 
 
 def load_settings(cli_values: Mapping[str, Any] | None = None,

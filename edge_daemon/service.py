@@ -17,6 +17,7 @@ from edge_daemon.errors import BadRequest
 from edge_daemon.images.decode import DecodeOptions, ImageSource, decode_source
 from edge_daemon.images.url_fetch import UrlPolicy
 from edge_daemon.inference import InferenceParams, LoadedModel, StageTimes
+from edge_daemon.metrics import Metrics
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.store import ModelId
 from edge_daemon.processing import visualise
@@ -40,11 +41,18 @@ class InferenceResult:
     decode_seconds: float
     pictures: list[bytes] = field(default_factory=list)  # JPEGs with predictions drawn, when asked for
 
+    def stage_ms(self) -> dict[str, float]:
+        """Milliseconds per stage, for the access log."""
+        return {"decode": self.decode_seconds * 1000, "preprocess": self.times.preprocess * 1000,
+                "inference": self.times.inference * 1000, "postprocess": self.times.postprocess * 1000}
+
 
 class InferenceService:
-    def __init__(self, settings: Settings, manager: ModelManager | None = None):
+    def __init__(self, settings: Settings, manager: ModelManager | None = None, metrics: Metrics | None = None):
         self.settings = settings
-        self.manager = manager or ModelManager(settings)
+        self.metrics = metrics
+        self.manager = manager or ModelManager(settings, events=metrics)
+        self.started_at = time.time()
         self.decode_options = DecodeOptions(
             allow_numpy=settings.allow_numpy_input,
             allow_url=settings.allow_url_input,
@@ -70,6 +78,9 @@ class InferenceService:
         decode_seconds = time.perf_counter() - decode_started
         times = StageTimes()
         responses = model.infer(images, params, times)
+        if self.metrics is not None:
+            self.metrics.observe_inference(str(model_id), len(images), decode_seconds, times.preprocess,
+                                           times.inference, times.postprocess)
         pictures = []
         if draw is not None and draw.output != "json":
             colours = model.metadata.colors

@@ -1,5 +1,6 @@
-"""One access-log line per request: method, path, status, model, duration. Never the query string (it may
-hold an api_key) and never image bytes."""
+"""One access-log line per request: method, route path, status, model, stage timings. Never the query
+string (it may hold an api_key) and never image bytes. Structured fields travel as `extra`, so the JSON log
+format carries them as keys."""
 
 from __future__ import annotations
 
@@ -19,5 +20,10 @@ class AccessLogMiddleware:
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
         elapsed_ms = (time.perf_counter() - req.context.get("started", time.perf_counter())) * 1000
-        log.info("%s %s %s model=%s %.1fms", req.method, req.path, resp.status[:3] if isinstance(resp.status, str)
-                 else resp.status, req.context.get("model_id", "-"), elapsed_ms)
+        status = int(str(resp.status)[:3])
+        model = req.context.get("model_id", "-")
+        stages = req.context.get("stage_ms") or {}
+        detail = " ".join(f"{name}={value:.1f}ms" for name, value in stages.items())
+        log.info("%s %s %d model=%s %.1fms %s", req.method, req.path, status, model, elapsed_ms, detail,
+                 extra={"method": req.method, "path": req.path, "status": status, "model": model,
+                        "duration_ms": round(elapsed_ms, 2), **{f"{k}_ms": round(v, 2) for k, v in stages.items()}})

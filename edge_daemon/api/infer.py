@@ -46,6 +46,7 @@ class InferTaskResource:
         settings = self.service.settings
         body = read_json_object(req, settings.max_body_bytes, self.schema)
         model_id = ModelId.parse(body.model_id)
+        req.context.model_id = str(model_id)
         api_key = req.get_param("api_key") or bearer_token(req) or body.api_key
         sources, is_batch = json_sources(body, settings.max_batch)
         params = build_params(body, getattr(body, "iou_threshold", None), legacy=False)
@@ -56,7 +57,7 @@ class InferTaskResource:
         resp.media = result.responses if is_batch else result.responses[0]
         resp.set_header("X-Model-Id", str(model_id))
         resp.set_header("X-Processing-Time", f"{time.perf_counter() - started:.6f}")
-        req.context.model_id = str(model_id)
+        req.context.stage_ms = result.stage_ms()
 
 
 def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceService) -> None:

@@ -22,6 +22,7 @@ class LegacyInferenceResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response, project_id: str, model_version: str) -> None:
         started = time.perf_counter()
         model_id = ModelId.of(project_id, model_version)
+        req.context.model_id = str(model_id)
         settings = self.service.settings
         parsed = parse_legacy_request(req, settings.max_body_bytes, settings.max_batch)
         result = self.service.infer(model_id, parsed.sources, parsed.params, parsed.api_key, started,
@@ -33,7 +34,7 @@ class LegacyInferenceResource:
             resp.media = result.responses if parsed.is_batch else result.responses[0]
         resp.set_header("X-Model-Id", str(model_id))
         resp.set_header("X-Processing-Time", f"{time.perf_counter() - started:.6f}")
-        req.context.model_id = str(model_id)
+        req.context.stage_ms = result.stage_ms()
 
 
 def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceService) -> None:

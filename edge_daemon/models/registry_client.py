@@ -14,6 +14,7 @@ import logging
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,19 @@ class RegistryClient:
         except (ValueError, KeyError, TypeError):
             raise BadGateway(f"the model registry sent an unexpected answer for {model_id}") from None
 
-    def download(self, url: str, destination: Path, model_id: ModelId) -> int:
-        """Stream `url` into `destination`; check the length against Content-Length. Returns bytes written."""
+    def download(self, url: str, destination: Path, model_id: ModelId,
+                 progress: Callable[[int, int | None], None] | None = None) -> int:
+        """Stream `url` into `destination`; check the length against Content-Length. Returns bytes written.
+
+        `progress(done, total)` is called after every block (total None when the server sends no length).
+        """
         if urlsplit(url).scheme not in ("http", "https"):
             raise BadGateway(f"the model registry sent a non-http artifact URL for {model_id}")
         digest = hashlib.sha256()
         written = 0
         with self._open(url, model_id) as response, open(destination, "wb") as handle:
             declared = response.headers.get("Content-Length")
+            total = int(declared) if declared and declared.isdigit() else None
             try:
                 while block := response.read(1 << 20):
                     written += len(block)
@@ -108,6 +114,8 @@ class RegistryClient:
                         raise BadGateway(f"artifact for {model_id} is larger than {MAX_ARTIFACT_BYTES} bytes")
                     digest.update(block)
                     handle.write(block)
+                    if progress:
+                        progress(written, total)
             except (TimeoutError, OSError):
                 raise ServiceUnavailable(f"download of {model_id} was interrupted") from None
         if declared is not None and declared.isdigit() and int(declared) != written:

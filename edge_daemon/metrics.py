@@ -1,0 +1,103 @@
+"""Prometheus metrics for one daemon: requests, stage latencies, model lifecycle, cache, process memory.
+
+Each app owns its own registry (tests build many apps in one process). Labels are bounded: routes are
+URI templates, never raw paths; API keys never appear anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import falcon
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+# Edge latencies: a millisecond of post-processing up to a ten-second cold start.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOAD_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
+STATES = ("downloading", "loading", "ready", "failed")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
+        r = self.registry
+        self.requests = Counter("edge_daemon_requests_total", "HTTP requests answered",
+                                ["route", "model", "status"], registry=r)
+        self.request_seconds = Histogram("edge_daemon_request_duration_seconds", "Whole-request latency",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("edge_daemon_stage_duration_seconds",
+                                       "Time per pipeline stage (decode, preprocess, inference, postprocess)",
+                                       ["stage", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("edge_daemon_requests_in_flight", "Requests being handled", registry=r)
+        self.images = Counter("edge_daemon_images_total", "Images run through a model", ["model"], registry=r)
+        self.model_states = Gauge("edge_daemon_model_state", "1 for the state each model is in",
+                                 ["model", "state"], registry=r)
+        self.model_load_seconds = Histogram("edge_daemon_model_load_duration_seconds",
+                                            "Model load (download/compile included) duration",
+                                            ["source"], buckets=LOAD_BUCKETS, registry=r)
+        self.download_seconds = Histogram("edge_daemon_model_download_duration_seconds", "Model download time",
+                                          buckets=LOAD_BUCKETS, registry=r)
+        self.downloaded_bytes = Counter("edge_daemon_downloaded_bytes_total", "Bytes of model weights downloaded",
+                                        registry=r)
+        self.model_loads = Counter("edge_daemon_model_loads_total",
+                                   "Model loads by where the files came from (registry = cache miss)",
+                                   ["source"], registry=r)
+
+    # ----- ModelEvents ------------------------------------------------------------------------------
+    def model_state(self, model_id: str, state: str) -> None:
+        for name in STATES:
+            self.model_states.labels(model_id, name).set(1 if name == state else 0)
+
+    def model_downloaded(self, model_id: str, size: int, seconds: float) -> None:
+        self.downloaded_bytes.inc(size)
+        self.download_seconds.observe(seconds)
+
+    def model_loaded(self, model_id: str, source: str, seconds: float) -> None:
+        self.model_loads.labels(source).inc()
+        self.model_load_seconds.labels(source).observe(seconds)
+
+    # ----- per inference ----------------------------------------------------------------------------
+    def observe_inference(self, model_id: str, images: int, decode: float, preprocess: float, inference: float,
+                          postprocess: float) -> None:
+        self.images.labels(model_id).inc(images)
+        for stage, seconds in (("decode", decode), ("preprocess", preprocess), ("inference", inference),
+                               ("postprocess", postprocess)):
+            self.stage_seconds.labels(stage, model_id).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template and status."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_started = time.perf_counter()
+        self.metrics.in_flight.inc()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        started = req.context.get("metrics_started")
+        if started is None:
+            return
+        self.metrics.in_flight.dec()
+        route = req.uri_template or "unmatched"
+        status = str(resp.status)[:3] if not isinstance(resp.status, int) else str(resp.status)
+        self.metrics.requests.labels(route, req.context.get("model_id", ""), status).inc()
+        self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+class MetricsResource:
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = self.metrics.exposition()

@@ -1,0 +1,101 @@
+"""`edge-daemon models list|pull|import|rm` and `edge-daemon infer`: manage and try models offline.
+
+`import` lets a user bring their own ONNX export with no registry at all: it is validated by loading it
+exactly as the daemon would, then installed atomically into the user's model store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from edge_daemon.config import Settings
+from edge_daemon.errors import ApiError
+from edge_daemon.inference import LoadedModel
+from edge_daemon.models.manager import ModelManager
+from edge_daemon.models.metadata import normalise_task, read_metadata
+from edge_daemon.models.store import ModelId, ModelStore, sha256_file
+from edge_daemon.progress import ProgressReporter
+
+RESIZE_FORMATS = ("Stretch to", "Fit (black edges) in", "Fit (white edges) in", "Fit (grey edges) in")
+
+
+def list_models(settings: Settings) -> int:
+    manager = ModelManager(settings)
+    sources = [("user", store) for store in manager.local_stores[:-1]] + [("bundled", manager.local_stores[-1]),
+                                                                          ("cache", manager.cache)]
+    print(f"{'MODEL':28} {'TASK':24} {'SOURCE':8} {'SIZE':>10}  PATH")
+    for label, store in sources:
+        for model_id in store.list_ids():
+            folder = store.folder(ModelId.parse(model_id))
+            try:
+                task = read_metadata(folder, model_id).task
+            except ApiError as error:
+                task = f"broken: {error.message[:40]}"
+            size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+            print(f"{model_id:28} {task:24} {label:8} {size / 1e6:9.1f}M  {folder}")
+    return 0
+
+
+def pull_model(settings: Settings, model_id: str, api_key: str | None) -> int:
+    manager = ModelManager(settings)
+    parsed = ModelId.parse(model_id)
+    if manager.cache.has(parsed):
+        print(f"{model_id} is already cached at {manager.cache.folder(parsed)}")
+        return 0
+    progress = ProgressReporter(f"downloading {model_id}")
+    folder = manager.download(parsed, api_key or settings.api_key or None, progress)
+    progress.finish("downloaded")
+    LoadedModel(model_id, folder)  # validate it loads, as the daemon will
+    print(f"{model_id} cached at {folder}")
+    return 0
+
+
+def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[str], model_id: str,
+                 resize: tuple[int, int] | None, resize_format: str, multiclass: bool) -> int:
+    parsed = ModelId.parse(model_id)
+    if not settings.models_dir:
+        raise ApiError("no model store configured: pass --models-dir", 400)
+    store = ModelStore(Path(settings.models_dir))
+    if store.has(parsed):
+        raise ApiError(f"{model_id} already exists in {store.root}; remove it first", 409)
+    preprocessing: dict[str, object] = {"auto-orient": {"enabled": True}}
+    if resize:
+        preprocessing["resize"] = {"enabled": True, "width": resize[0], "height": resize[1], "format": resize_format}
+    else:
+        preprocessing["resize"] = {"enabled": True, "format": resize_format}
+    environment = {"CLASS_MAP": {str(index): name for index, name in enumerate(classes)},
+                   "PREPROCESSING": preprocessing, "MULTICLASS": multiclass}
+    staged = store.staging_folder()
+    try:
+        shutil.copyfile(onnx_path, staged / "weights.onnx")
+        (staged / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
+        (staged / "model_type.json").write_text(json.dumps({"project_task_type": normalise_task(task),
+                                                            "model_type": "imported", "model_id": model_id,
+                                                            "source_sha256": sha256_file(onnx_path)}) + "\n",
+                                                encoding="utf-8")
+        loaded = LoadedModel(model_id, staged)  # refuses a model whose outputs do not fit task and classes
+        folder = store.install(staged, parsed)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    print(f"imported {model_id} ({loaded.task}, {len(classes)} classes, input "
+          f"{loaded.input_width}x{loaded.input_height}) into {folder}")
+    return 0
+
+
+def remove_model(settings: Settings, model_id: str) -> int:
+    parsed = ModelId.parse(model_id)
+    manager = ModelManager(settings)
+    removed = False
+    for store in [*manager.local_stores[:-1], manager.cache]:
+        if store.has(parsed):
+            store.remove(parsed)
+            print(f"removed {model_id} from {store.root}")
+            removed = True
+    if not removed:
+        print(f"{model_id} is not in the user store or the cache (bundled models cannot be removed)",
+              file=sys.stderr)
+        return 1
+    return 0
