@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from edge_daemon.api import deepstack, docs, errors, health, infer, legacy, model_management
+from edge_daemon.api import access_control, deepstack, docs, errors, health, infer, legacy, model_management
 from edge_daemon.api.access_log import AccessLogMiddleware
 from edge_daemon.api.openapi import OpenApiRegistry, Operation
 from edge_daemon.config import Settings
@@ -16,7 +16,8 @@ class DaemonApp(falcon.App):
     """The falcon app plus handles on what it serves (for start-up work, the CLI and tests)."""
 
     def __init__(self, service: InferenceService, openapi: OpenApiRegistry, metrics: Metrics):
-        super().__init__(middleware=[MetricsMiddleware(metrics), AccessLogMiddleware()], cors_enable=False)
+        super().__init__(middleware=[MetricsMiddleware(metrics), AccessLogMiddleware(),
+                                     *access_control.middleware(service.settings)], cors_enable=False)
         self.service = service
         self.openapi = openapi
         self.metrics = metrics
@@ -28,6 +29,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     service = service or InferenceService(settings, metrics=metrics)
     registry = OpenApiRegistry()
     app = DaemonApp(service, registry, metrics)
+    metrics.queued.set_function(lambda: service.gate.waiting)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     docs.register(app, registry)

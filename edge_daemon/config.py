@@ -86,12 +86,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
     Option("max_batch", int, lambda: 16, "most images in one request"),
+    Option("max_image_pixels", int, lambda: 64 * 1024 * 1024,
+           "largest image accepted, in pixels (checked from the header before decoding)"),
     Option("load_wait", float, lambda: 30.0,
            "seconds a request waits for its model to download/load before a 503 with Retry-After"),
     Option("max_active_models", int, lambda: 8,
            "models kept loaded; the least recently used is unloaded (its files stay cached)"),
     Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
     Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
+    Option("access_keys", _parse_list, list,
+           "comma-separated keys a request must carry (api_key or Authorization: Bearer); empty: open",
+           secret=True),
+    Option("access_keys_file", str, lambda: "", "file with one access key a line (added to access_keys)"),
+    Option("auth_exempt", _parse_list, lambda: ["/healthz", "/readiness", "/metrics"],
+           "paths answered without an access key"),
+    Option("cors_origins", _parse_list, list, "origins allowed by CORS (e.g. http://nvr.lan); empty: none"),
+    Option("engine_slots", int, lambda: 0,
+           "models run at once (0: CPUs / ort-threads, so ONNX Runtime threads never oversubscribe the cores)"),
+    Option("max_queue", int, lambda: 32,
+           "requests that may wait for an engine; beyond it a 503 with Retry-After comes at once"),
+    Option("request_timeout", float, lambda: 30.0, "seconds a request may wait for an engine before a 503"),
     Option("deepstack_model", str, lambda: "shapes/1", "model served by DeepStack's /v1/vision/detection"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
     Option("log_format", str, lambda: "text", "text (human-readable) or json (one object a line)"),
@@ -118,10 +132,18 @@ class Settings:
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch: int = 16
+    max_image_pixels: int = 64 * 1024 * 1024
     load_wait: float = 30.0
     max_active_models: int = 8
     ort_threads: int = 0
     registry_timeout: float = 30.0
+    access_keys: list[str] = field(default_factory=list, repr=False)
+    access_keys_file: str = ""
+    auth_exempt: list[str] = field(default_factory=lambda: ["/healthz", "/readiness", "/metrics"])
+    cors_origins: list[str] = field(default_factory=list)
+    engine_slots: int = 0
+    max_queue: int = 32
+    request_timeout: float = 30.0
     deepstack_model: str = "shapes/1"
     log_level: str = "info"
     log_format: str = "text"
@@ -138,8 +160,10 @@ def describe_default(option: Option) -> str:
     """The default as documentation shows it (secrets and machine-dependent values described, not shown)."""
     if option.secret:
         return "–"
+    if option.name == "auth_exempt":
+        return "`/healthz,/readiness,/metrics`"
     described = {"threads": "2×CPUs (4–16)", "cache_dir": "`~/.cache/edge-daemon`",
-                 "models_dir": "`~/.local/share/edge-daemon/models`", "preload": "–", "ort_threads": "0 (all CPUs)"}
+                 "models_dir": "`~/.local/share/edge-daemon/models`", "engine_slots": "0 (auto)", "preload": "–", "ort_threads": "0 (all CPUs)"}
     if option.name in described:
         return described[option.name]
     value = option.default()

@@ -33,6 +33,7 @@ class Metrics:
                                        "Time per pipeline stage (decode, preprocess, inference, postprocess)",
                                        ["stage", "model"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("edge_daemon_requests_in_flight", "Requests being handled", registry=r)
+        self.queued = Gauge("edge_daemon_requests_queued", "Requests waiting for an engine slot", registry=r)
         self.images = Counter("edge_daemon_images_total", "Images run through a model", ["model"], registry=r)
         self.model_states = Gauge("edge_daemon_model_state", "1 for the state each model is in",
                                  ["model", "state"], registry=r)

@@ -7,11 +7,13 @@ and call `InferenceService.infer`.
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_daemon.backpressure import EngineGate
 from edge_daemon.config import Settings
 from edge_daemon.errors import BadRequest
 from edge_daemon.images.decode import DecodeOptions, ImageSource, decode_source
@@ -47,18 +49,28 @@ class InferenceResult:
                 "inference": self.times.inference * 1000, "postprocess": self.times.postprocess * 1000}
 
 
+def engine_slots(settings: Settings) -> int:
+    """Concurrent engine runs: as many as the cores allow without oversubscribing ONNX Runtime's threads."""
+    if settings.engine_slots > 0:
+        return settings.engine_slots
+    cpus = os.cpu_count() or 1
+    return max(1, cpus // (settings.ort_threads or cpus))
+
+
 class InferenceService:
     def __init__(self, settings: Settings, manager: ModelManager | None = None, metrics: Metrics | None = None):
         self.settings = settings
         self.metrics = metrics
         self.manager = manager or ModelManager(settings, events=metrics)
         self.started_at = time.time()
+        self.gate = EngineGate(engine_slots(settings), settings.max_queue, settings.request_timeout)
         self.decode_options = DecodeOptions(
             allow_numpy=settings.allow_numpy_input,
             allow_url=settings.allow_url_input,
             url_policy=UrlPolicy(allow_private=settings.url_allow_private,
                                  allow_loopback=settings.url_allow_loopback,
                                  max_bytes=settings.url_max_bytes, timeout=settings.url_timeout),
+            max_pixels=settings.max_image_pixels,
         )
 
     def infer(self, model_id: ModelId, sources: list[ImageSource], params: InferenceParams,
@@ -77,7 +89,8 @@ class InferenceService:
         images = [decode_source(source, self.decode_options, auto_orient) for source in sources]
         decode_seconds = time.perf_counter() - decode_started
         times = StageTimes()
-        responses = model.infer(images, params, times)
+        with self.gate.enter():
+            responses = model.infer(images, params, times)
         if self.metrics is not None:
             self.metrics.observe_inference(str(model_id), len(images), decode_seconds, times.preprocess,
                                            times.inference, times.postprocess)

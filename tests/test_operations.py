@@ -192,8 +192,7 @@ def test_cli_infer_prints_json_and_writes_the_picture(tmp_path, model_store, col
 
 def test_readme_configuration_table_is_generated_from_the_options():
     readme = (REPO_ROOT / "README.md").read_text()
-    assert markdown_reference() in readme, "regenerate with: python -c 'from edge_daemon.config import " \
-                                           "markdown_reference; print(markdown_reference())'"
+    assert markdown_reference() in readme, "regenerate with: python tools/update_readme_config.py"
     help_text = subprocess.run([sys.executable, "-m", "edge_daemon", "serve", "--help"], capture_output=True,
                                text=True, cwd=REPO_ROOT, timeout=30).stdout
     assert "EDGE_DAEMON_MAX_ACTIVE_MODELS" in help_text and "--log-format" in help_text

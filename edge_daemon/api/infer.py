@@ -11,6 +11,7 @@ import time
 import falcon
 from pydantic import BaseModel
 
+from edge_daemon.api.access_control import registry_key
 from edge_daemon.api.json_body import read_json_object
 from edge_daemon.api.openapi import OpenApiRegistry, Operation, error_responses, json_content, ref
 from edge_daemon.api.request_parsing import bearer_token, build_params, json_sources
@@ -47,7 +48,7 @@ class InferTaskResource:
         body = read_json_object(req, settings.max_body_bytes, self.schema)
         model_id = ModelId.parse(body.model_id)
         req.context.model_id = str(model_id)
-        api_key = req.get_param("api_key") or bearer_token(req) or body.api_key
+        api_key = registry_key(req, req.get_param("api_key") or bearer_token(req) or body.api_key)
         sources, is_batch = json_sources(body, settings.max_batch)
         params = build_params(body, getattr(body, "iou_threshold", None), legacy=False)
         draw = Visualisation("image_and_json" if body.visualize_predictions else "json",

@@ -19,6 +19,8 @@ def read_json_object(req: falcon.Request, limit: int, schema: type[BaseModel], a
         return schema.model_validate({})
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise BadRequest("request body JSON is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from None
     if not isinstance(document, dict):

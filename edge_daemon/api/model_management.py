@@ -9,6 +9,7 @@ from typing import Any
 
 import falcon
 
+from edge_daemon.api.access_control import registry_key
 from edge_daemon.api.json_body import read_json_object
 from edge_daemon.api.openapi import OpenApiRegistry, Operation, error_responses, json_content, ref
 from edge_daemon.api.request_parsing import bearer_token
@@ -40,7 +41,7 @@ class RegistryResource(_Base):
 class AddModelResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json_object(req, 64 * 1024, ModelIdRequest)
-        api_key = req.get_param("api_key") or bearer_token(req) or body.api_key
+        api_key = registry_key(req, req.get_param("api_key") or bearer_token(req) or body.api_key)
         self.service.manager.get(ModelId.parse(body.model_id), api_key)
         resp.media = self.registry()
 

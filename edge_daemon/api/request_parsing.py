@@ -18,6 +18,7 @@ from typing import Any
 import falcon
 from pydantic import BaseModel, ValidationError
 
+from edge_daemon.api.access_control import registry_key
 from edge_daemon.api.schemas import InferenceOptions, LegacyJsonBody, LegacyQueryParameters, describe_validation_error
 from edge_daemon.errors import BadRequest, PayloadTooLarge, Unprocessable
 from edge_daemon.images.decode import IMAGE_TYPES, ImageSource, decode_base64, looks_like_encoded_image
@@ -181,7 +182,8 @@ def parse_legacy_request(req: falcon.Request, max_body_bytes: int, max_batch: in
     visualisation = Visualisation(options.format, options.labels, options.stroke)
     if visualisation.output == "image" and is_batch:
         raise BadRequest("format=image answers one picture; send one image or use format=image_and_json")
-    return ParsedRequest(sources, is_batch, build_params(options, iou, legacy=True), api_key, visualisation)
+    return ParsedRequest(sources, is_batch, build_params(options, iou, legacy=True), registry_key(req, api_key),
+                         visualisation)
 
 
 def _maybe_json(body: bytes, content_type: str) -> Any:
@@ -191,6 +193,8 @@ def _maybe_json(body: bytes, content_type: str) -> Any:
         return None
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise BadRequest("request body JSON is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         if "json" in content_type or head == b"{":
             raise BadRequest(f"request body is not valid JSON: {error}") from None

@@ -19,7 +19,7 @@ class ImageReference(BaseModel):
     """An image named inside a JSON body."""
 
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy "
+    type: str = Field(max_length=64, description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy "
                                   "file or of a pickled ndarray; decoded without running pickle, only when "
                                   "enabled).", examples=["base64"])
     value: str = Field(description="Base64 text (an optional data: prefix is stripped), an http(s) URL, or "
@@ -43,7 +43,8 @@ class InferenceOptions(PreprocessingSwitches):
     confidence: Confidence = 0.4
     max_detections: int = Field(300, ge=1, le=10000, description="Most predictions returned per image.")
     class_agnostic_nms: bool = Field(False, description="Run NMS across classes instead of per class.")
-    class_filter: list[str] | None = Field(None, description="Only return these class names.")
+    class_filter: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=1000, description="Only return these class names.")
     mask_decode_mode: MaskDecodeMode = Field(
         "accurate", description="Segmentation mask resolution: network input (accurate), prototypes (fast), "
                                 "or in between (tradeoff).")
@@ -62,7 +63,8 @@ class LegacyQueryParameters(InferenceOptions):
     """Query-string parameters of `POST /{project_id}/{model_version}` (Roboflow hosted-API style)."""
 
     model_config = ConfigDict(extra="ignore")
-    api_key: str | None = Field(None, description="Registry API key; only needed to download a model once.")
+    api_key: str | None = Field(None, max_length=512,
+                                description="Registry API key; only needed to download a model once.")
     overlap: float | None = Field(None, ge=0, description="NMS IoU threshold (values >= 1 are percentages).")
     iou_threshold: float | None = Field(None, ge=0, description="Alias of `overlap`.")
     image: str | None = Field(None, description="URL of the image; the body is then ignored.")
@@ -75,7 +77,8 @@ class LegacyJsonBody(InferenceOptions):
 
     model_config = ConfigDict(extra="ignore")
     image: ImageReference | list[ImageReference]
-    api_key: str | None = Field(None, description="Registry API key; only needed to download a model once.")
+    api_key: str | None = Field(None, max_length=512,
+                                description="Registry API key; only needed to download a model once.")
     iou_threshold: float | None = Field(None, ge=0, description="NMS IoU threshold (default 0.3).")
     overlap: float | None = Field(None, ge=0, description="Alias of `iou_threshold` (hosted-API name).")
 
@@ -84,9 +87,9 @@ class InferRequestBase(PreprocessingSwitches):
     """Fields common to Roboflow's `/infer/{task}` JSON bodies."""
 
     model_config = ConfigDict(extra="ignore")
-    model_id: str = Field(description="`project/version`, e.g. `shapes/1`.", examples=["shapes/1"])
+    model_id: str = Field(max_length=256, description="`project/version`, e.g. `shapes/1`.", examples=["shapes/1"])
     image: ImageReference | list[ImageReference]
-    api_key: str | None = None
+    api_key: str | None = Field(None, max_length=512)
     id: str | None = Field(None, description="Returned as `inference_id`.")
     confidence: Confidence = 0.4
     visualize_predictions: bool = Field(False, description="Add a base64 JPEG `visualization`.")
@@ -97,7 +100,7 @@ class InferRequestBase(PreprocessingSwitches):
 class ObjectDetectionInferenceRequest(InferRequestBase):
     iou_threshold: float = Field(0.3, ge=0, le=1)
     class_agnostic_nms: bool = False
-    class_filter: list[str] | None = None
+    class_filter: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=1000)
     max_detections: int = Field(300, ge=1, le=10000)
     max_candidates: int = Field(3000, ge=1, description="Accepted for compatibility.")
 
@@ -114,8 +117,8 @@ class ClassificationInferenceRequest(InferRequestBase):
 
 class ModelIdRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    model_id: str = Field(examples=["shapes/1"])
-    api_key: str | None = None
+    model_id: str = Field(max_length=256, examples=["shapes/1"])
+    api_key: str | None = Field(None, max_length=512)
 
 
 class ModelDescription(BaseModel):

@@ -15,7 +15,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge_daemon.errors import BadRequest
+from edge_daemon.errors import BadRequest, PayloadTooLarge
+from edge_daemon.images.header import image_size
 from edge_daemon.images.safe_numpy import NPY_MAGIC, array_to_bgr, load_array
 from edge_daemon.images.url_fetch import UrlPolicy, fetch_url
 
@@ -43,6 +44,7 @@ class DecodeOptions:
     allow_numpy: bool
     allow_url: bool
     url_policy: UrlPolicy
+    max_pixels: int = 64 * 1024 * 1024
 
 
 def looks_like_encoded_image(payload: bytes) -> bool:
@@ -69,10 +71,25 @@ def decode_base64(text: bytes | str) -> bytes:
         raise BadRequest("image payload is neither an image file nor valid base64 text") from None
 
 
-def decode_image_bytes(payload: bytes, auto_orient: bool = True) -> np.ndarray:
-    """Decode an encoded image file; EXIF orientation is honoured only when `auto_orient` is set."""
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse empty images and images over the pixel budget (decompression bombs), naming the limit."""
+    if width <= 0 or height <= 0:
+        raise BadRequest(f"image declares an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
+                              f"limit (EDGE_DAEMON_MAX_IMAGE_PIXELS)")
+
+
+def decode_image_bytes(payload: bytes, auto_orient: bool = True, max_pixels: int = 64 * 1024 * 1024) -> np.ndarray:
+    """Decode an encoded image file; EXIF orientation is honoured only when `auto_orient` is set.
+
+    The header is checked against `max_pixels` before any pixel is decoded.
+    """
     if not payload:
         raise BadRequest("image payload is empty")
+    declared = image_size(payload)
+    if declared is not None:
+        check_pixels(*declared, max_pixels)
     flags = cv2.IMREAD_COLOR if auto_orient else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), flags)
     if image is None:
@@ -86,14 +103,16 @@ def decode_source(source: ImageSource, options: DecodeOptions, auto_orient: bool
         if not options.allow_url:
             raise BadRequest("URL image input is disabled on this server")
         payload = fetch_url(str(source.data), options.url_policy)
-        return decode_image_bytes(payload, auto_orient)
+        return decode_image_bytes(payload, auto_orient, options.max_pixels)
     payload = source.data if isinstance(source.data, bytes) else source.data.encode("ascii", "ignore")
     if source.kind == "numpy":
         if not options.allow_numpy:
             raise BadRequest("numpy image input is disabled on this server (enable EDGE_DAEMON_ALLOW_NUMPY_INPUT)")
         if not payload.startswith(NPY_MAGIC) and not payload.startswith(b"\x80"):
             payload = decode_base64(payload)
-        return array_to_bgr(load_array(payload))
+        image = array_to_bgr(load_array(payload))
+        check_pixels(image.shape[1], image.shape[0], options.max_pixels)
+        return image
     if source.kind == "base64":
         payload = decode_base64(payload)
-    return decode_image_bytes(payload, auto_orient)
+    return decode_image_bytes(payload, auto_orient, options.max_pixels)

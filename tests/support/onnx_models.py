@@ -201,3 +201,34 @@ def classifier_environment(multiclass: bool = False) -> dict:
     return {"CLASS_MAP": {str(i): name for i, name in enumerate(COLOUR_CLASSES)},
             "PREPROCESSING": {"resize": {"enabled": True, "width": 32, "height": 32, "format": "Stretch to"}},
             "MULTICLASS": multiclass}
+
+
+def slow_detector(matmuls: int = 8, size: int = 1024) -> bytes:
+    """The colour detector plus a chain of large matrix products whose result is multiplied by zero: the
+    same predictions, but each run takes tens of milliseconds of real CPU work (for backpressure tests)."""
+    base = onnx.load_from_string(colour_detector("yolov8"))
+    graph = base.graph
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    first = (rng.standard_normal((INPUT_SIZE, size)) / 8).astype(np.float32)
+    nodes = [_const("busy_w", weight), _const("busy_first", first), _const("busy_zero", np.array(0.0, np.float32)),
+             _const("busy_shape", np.array([-1, INPUT_SIZE], np.int64)),
+             # Rows come from the image, so ONNX Runtime cannot fold the work away at load time.
+             helper.make_node("Reshape", ["images", "busy_shape"], ["busy_rows"]),
+             helper.make_node("MatMul", ["busy_rows", "busy_first"], ["busy_x"])]
+    previous = "busy_x"
+    for index in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [previous, "busy_w"], [f"busy_{index}"]))
+        previous = f"busy_{index}"
+    nodes += [helper.make_node("ReduceSum", [previous], ["busy_sum"], keepdims=0),
+              helper.make_node("Mul", ["busy_sum", "busy_zero"], ["busy_nothing"])]
+    output = graph.node[-1]  # the Concat producing output0
+    output.output[0] = "output0_raw"
+    nodes.append(helper.make_node("Add", ["output0_raw", "busy_nothing"], ["output0"]))
+    for node in nodes:
+        graph.node.append(node)
+    sorted_nodes = sorted(graph.node, key=lambda node: node.op_type != "Constant")
+    del graph.node[:]
+    graph.node.extend(sorted_nodes)
+    onnx.checker.check_model(base)
+    return base.SerializeToString()

@@ -28,6 +28,8 @@ class RegistryState:
     weight_downloads: dict[str, int] = field(default_factory=dict)
     artifact_requests: list[str] = field(default_factory=list)
     delay: float = 0.0
+    truncate_weights: bool = False  # announce the full length, send half, close: a cut connection
+    stall_after_half: float = 0.0  # send half the weights, then stall this long before the rest
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -43,6 +45,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_in_halves(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        if self.state.truncate_weights:
+            self.close_connection = True
+            return
+        time.sleep(self.state.stall_after_half)
+        self.wfile.write(body[len(body) // 2:])
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -72,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.weight_downloads[model_id] = state.weight_downloads.get(model_id, 0) + 1
                 time.sleep(state.delay)
+                if state.truncate_weights or state.stall_after_half:
+                    return self._send_in_halves(model.weights)
                 return self._send(200, model.weights, "application/octet-stream")
             if segments[3] == "environment.json":
                 return self._send(200, json.dumps(model.environment).encode())
