@@ -76,6 +76,8 @@ class ModelManager:
         local_roots = [Path(settings.models_dir)] if settings.models_dir else []
         self.local_stores = [ModelStore(root) for root in [*local_roots, BUNDLED_ROOT]]
         self.cache = ModelStore(settings.cache_path / "models")
+        if self.cache.clean_staging():
+            log.info("removed unfinished downloads left by an earlier process")
         self.registry = registry or RegistryClient(settings.api_url, settings.registry_timeout)
         self.events = events
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()

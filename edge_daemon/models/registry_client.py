@@ -107,17 +107,20 @@ class RegistryClient:
         with self._open(url, model_id) as response, open(destination, "wb") as handle:
             declared = response.headers.get("Content-Length")
             total = int(declared) if declared and declared.isdigit() else None
-            try:
-                while block := response.read(1 << 20):
-                    written += len(block)
-                    if written > MAX_ARTIFACT_BYTES:
-                        raise BadGateway(f"artifact for {model_id} is larger than {MAX_ARTIFACT_BYTES} bytes")
-                    digest.update(block)
-                    handle.write(block)
-                    if progress:
-                        progress(written, total)
-            except (TimeoutError, OSError):
-                raise ServiceUnavailable(f"download of {model_id} was interrupted") from None
+            while True:
+                try:
+                    block = response.read(1 << 20)
+                except (TimeoutError, OSError):  # the network failed, not the disk
+                    raise ServiceUnavailable(f"download of {model_id} was interrupted") from None
+                if not block:
+                    break
+                written += len(block)
+                if written > MAX_ARTIFACT_BYTES:
+                    raise BadGateway(f"artifact for {model_id} is larger than {MAX_ARTIFACT_BYTES} bytes")
+                digest.update(block)
+                handle.write(block)  # a full disk raises OSError here: the manager answers 507
+                if progress:
+                    progress(written, total)
         if declared is not None and declared.isdigit() and int(declared) != written:
             raise ServiceUnavailable(f"download of {model_id} was truncated ({written} of {declared} bytes)")
         if written == 0:

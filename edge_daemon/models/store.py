@@ -114,10 +114,24 @@ class ModelStore:
         return found
 
     def staging_folder(self) -> Path:
-        """A fresh temporary folder on the store's filesystem, so the final rename is atomic."""
+        """A fresh temporary folder on the store's filesystem, so the final rename is atomic. Its name
+        starts with this process id, so leftovers of a killed process can be recognised and removed."""
         staging_root = self.root / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=staging_root))
+        return Path(tempfile.mkdtemp(dir=staging_root, prefix=f"{os.getpid()}-"))
+
+    def clean_staging(self) -> int:
+        """Remove staging folders left by processes that no longer exist (a crash or kill -9 mid-download)."""
+        staging_root = self.root / ".staging"
+        removed = 0
+        if not staging_root.is_dir():
+            return 0
+        for folder in staging_root.iterdir():
+            owner = folder.name.split("-", 1)[0]
+            if owner.isdigit() and int(owner) != os.getpid() and not _process_alive(int(owner)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     def install(self, staged: Path, model_id: ModelId) -> Path:
         """Move a complete staged folder into place (fsync'd first); if another process won, keep theirs."""
@@ -144,6 +158,16 @@ class ModelStore:
         doomed = self.staging_folder()
         os.rename(final, doomed / "removed")
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -61,7 +62,8 @@ def free_port() -> int:
 class DaemonProcess:
     """`python -m edge_daemon serve` as a real child process."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "edge_daemon", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -70,7 +72,7 @@ class DaemonProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (lives with the child)
         self.process = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=REPO_ROOT)
+                                        cwd=REPO_ROOT, preexec_fn=preexec_fn)  # noqa: PLW1509
 
     def wait_ready(self, timeout: float = 30.0) -> DaemonProcess:
         deadline = time.monotonic() + timeout
