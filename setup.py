@@ -33,6 +33,8 @@ setup(
             "onnx>=1.16",
             "requests>=2.31",
             "ruff>=0.6",
+            "schemathesis>=4.0",
+            "prometheus-client>=0.20",
         ],
         # Retraining the bundled models only; never needed at run time.
         "train": ["torch==2.13.0"],

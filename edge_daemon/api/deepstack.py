@@ -129,10 +129,15 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
     form = {"multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary"},
         "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MIN_CONFIDENCE}}}}}
-    answer = {"200": {"description": "`{success, predictions: [{label, confidence, x_min, y_min, x_max, y_max}], "
-                                     "count, duration, inferenceMs, processMs}`",
-                      "content": {"application/json": {}}},
-              "400": {"description": "`{success: false, error}`", "content": {"application/json": {}}}}
+    answer: dict[str, Any] = {"200": {"description": "`{success, predictions: [{label, confidence, x_min, y_min, "
+                                                     "x_max, y_max}], count, duration, inferenceMs, processMs}`",
+                                      "content": {"application/json": {}}}}
+    for status, reason in ((400, "bad input"), (401, "access key missing"), (404, "unknown model"),
+                           (413, "too large"), (422, "unusable model"), (500, "internal error"),
+                           (502, "registry answered badly"), (503, "model loading or server busy"),
+                           (507, "no room to cache the model")):
+        answer[str(status)] = {"description": f"`{{success: false, error, code}}`: {reason}",
+                               "content": {"application/json": {}}}
     registry.add(Operation("/v1/vision/detection", "post", "DeepStack/CodeProject.AI object detection",
                            tags=["deepstack"], operation_id="deepstack_detection",
                            description="Runs the default detection model (EDGE_DAEMON_DEEPSTACK_MODEL).",

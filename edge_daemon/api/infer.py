@@ -73,5 +73,5 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
             request_body={"required": True, "content": json_content(ref(schema))},
             responses={"200": {"description": "Predictions",
                                "content": json_content({"oneOf": [single, {"type": "array", "items": single}]})},
-                       **error_responses(400, 401, 404, 413, 422, 500, 502, 503)},
+                       **error_responses(400, 401, 403, 404, 413, 422, 500, 502, 503, 507)},
         ))

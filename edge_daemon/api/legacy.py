@@ -66,5 +66,5 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
                            "headers": {"X-Model-Id": {"schema": {"type": "string"}},
                                        "X-Processing-Time": {"schema": {"type": "string"}}},
                            "content": {"application/json": {"schema": response_schema}}},
-                   **error_responses(400, 401, 404, 413, 422, 500, 502, 503)},
+                   **error_responses(400, 401, 403, 404, 413, 422, 500, 502, 503, 507)},
     ))

@@ -73,5 +73,5 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
         registry.add(Operation(
             path, method, summary, tags=["models"], operation_id=path.strip("/").replace("/", "_"),
             request_body={"required": True, "content": json_content(ref(body))} if body else None,
-            responses={**listing, **(error_responses(400, 401, 404, 422, 502, 503) if body else {})},
+            responses={**listing, **(error_responses(400, 401, 403, 404, 413, 422, 500, 502, 503, 507) if body else {})},
         ))

@@ -44,11 +44,17 @@ def json_content(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_responses(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "Bad request", 401: "Registry rejected the API key", 404: "Unknown model or route",
-               413: "Payload too large", 422: "Invalid parameter or unusable model", 500: "Internal error",
-               502: "Registry answered badly", 503: "Registry unreachable"}
-    return {str(status): {"description": reasons.get(status, "Error"), "content": json_content(ref(ErrorResponse))}
-            for status in statuses}
+    reasons = {400: "Bad request", 401: "Access key missing, or the registry rejected the API key",
+               403: "The registry key has no access to the model", 404: "Unknown model or route",
+               413: "Payload or image too large", 422: "Invalid parameter or unusable model", 500: "Internal error",
+               502: "Registry answered badly", 503: "Registry unreachable, model still loading, or server busy "
+                                                    "(see Retry-After)", 507: "No room to cache the model"}
+    responses: dict[str, Any] = {
+        str(status): {"description": reasons.get(status, "Error"), "content": json_content(ref(ErrorResponse))}
+        for status in statuses}
+    responses["431"] = {"description": "Request headers too large (answered by the HTTP server itself)",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return responses
 
 
 @dataclass
