@@ -106,7 +106,8 @@ def main() -> int:
     rows: list[dict] = []
 
     # (b) bare session.run on the already-preprocessed tensor: the physical floor.
-    prepared, _ = model.preprocessor.prepare(decode_image_bytes(jpeg), PreprocSwitches())
+    target = model.preprocessor.decode_target(PreprocSwitches())
+    prepared, _ = model.preprocessor.prepare(decode_image_bytes(jpeg, target=target), PreprocSwitches())
     tensor = model.preprocessor.to_tensor([prepared])
     latencies, wall = timed_loop(lambda: model.engine.run(tensor), args.seconds, args.min_requests)
     rows.append(summarise("bare session.run", 1, latencies, wall))

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_daemon.engines import Engine, create_engine
 from edge_daemon.errors import ModelArtifactError
+from edge_daemon.images.decode import DecodedImage
 from edge_daemon.models.metadata import ModelMetadata, read_metadata
 from edge_daemon.models.store import WEIGHTS
 from edge_daemon.processing import classification, detection, segmentation
@@ -113,7 +114,7 @@ class LoadedModel:
                 per_image.append([output[index] for output in outputs])
         return per_image
 
-    def infer(self, images: list[np.ndarray], params: InferenceParams,
+    def infer(self, images: list[DecodedImage] | list[np.ndarray], params: InferenceParams,
               times: StageTimes | None = None) -> list[dict[str, Any]]:
         """Preprocess, run and decode `images` (decoded BGR arrays); one response dict per image."""
         times = times or StageTimes()

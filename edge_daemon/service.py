@@ -13,10 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.config import Settings
 from edge_daemon.errors import BadRequest
-from edge_daemon.images.decode import DecodeOptions, ImageSource, decode_source
+from edge_daemon.images.decode import DecodedImage, DecodeOptions, ImageSource, decode_source
 from edge_daemon.images.url_fetch import UrlPolicy
 from edge_daemon.inference import InferenceParams, LoadedModel, StageTimes
 from edge_daemon.metrics import Metrics
@@ -47,6 +50,13 @@ class InferenceResult:
         """Milliseconds per stage, for the access log."""
         return {"decode": self.decode_seconds * 1000, "preprocess": self.times.preprocess * 1000,
                 "inference": self.times.inference * 1000, "postprocess": self.times.postprocess * 1000}
+
+
+def _full_size(image: DecodedImage) -> np.ndarray:
+    """Pixels at the size the client sent (a reduced decode is scaled back up for drawing)."""
+    if image.pixels.shape[:2] == (image.original_height, image.original_width):
+        return image.pixels
+    return cv2.resize(image.pixels, (image.original_width, image.original_height), interpolation=cv2.INTER_LINEAR)
 
 
 def engine_slots(settings: Settings) -> int:
@@ -86,7 +96,8 @@ class InferenceService:
             raise BadRequest(f"model {model_id} is a {model.task} model, not {task}; use its own route")
         auto_orient = model.preprocessor.auto_orient(params.switches)
         decode_started = time.perf_counter()
-        images = [decode_source(source, self.decode_options, auto_orient) for source in sources]
+        target = model.preprocessor.decode_target(params.switches) if self.settings.fast_decode else None
+        images = [decode_source(source, self.decode_options, auto_orient, target) for source in sources]
         decode_seconds = time.perf_counter() - decode_started
         times = StageTimes()
         with self.gate.enter():
@@ -97,7 +108,7 @@ class InferenceService:
         pictures = []
         if draw is not None and draw.output != "json":
             colours = model.metadata.colors
-            pictures = [encode_jpeg(visualise.draw(image, response, colours, draw.labels, draw.stroke))
+            pictures = [encode_jpeg(visualise.draw(_full_size(image), response, colours, draw.labels, draw.stroke))
                         for image, response in zip(images, responses)]
             if draw.output == "image_and_json":
                 for response, picture in zip(responses, pictures):

@@ -108,7 +108,7 @@ def test_yolov5_layout_uses_objectness(daemon):
 def test_numpy_npy_and_pickle_inputs_match_jpeg(daemon, colour_jpeg):
     import pickle
 
-    decoded = decode_image_bytes(colour_jpeg)
+    decoded = decode_image_bytes(colour_jpeg).pixels
     buffer = io.BytesIO()
     np.save(buffer, decoded, allow_pickle=False)
     npy = base64.b64encode(buffer.getvalue()).decode()

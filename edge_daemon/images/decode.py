@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -37,6 +38,39 @@ class ImageSource:
     def __repr__(self) -> str:  # never dump image bytes into logs
         size = len(self.data)
         return f"ImageSource(kind={self.kind!r}, {size} {'chars' if isinstance(self.data, str) else 'bytes'})"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Decoded BGR pixels plus the true size of the image as sent (the pixels may be a reduced decode)."""
+
+    pixels: np.ndarray
+    original_width: int
+    original_height: int
+
+    @classmethod
+    def full(cls, pixels: np.ndarray) -> DecodedImage:
+        return cls(pixels, pixels.shape[1], pixels.shape[0])
+
+
+@dataclass(frozen=True)
+class DecodeTarget:
+    """The network input an image will be resized to; lets a large JPEG be decoded at 1/2, 1/4 or 1/8 scale
+    (DCT-domain scaling, far cheaper than a full decode) without dropping below the resolution used."""
+
+    width: int
+    height: int
+    letterbox: bool
+
+    def reduction(self, width: int, height: int) -> int:
+        scale = (min if self.letterbox else max)(self.width / width, self.height / height)
+        for factor in (8, 4, 2):
+            if factor * scale <= 1.0:
+                return factor
+        return 1
+
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 @dataclass(frozen=True)
@@ -80,30 +114,43 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
                               f"limit (EDGE_DAEMON_MAX_IMAGE_PIXELS)")
 
 
-def decode_image_bytes(payload: bytes, auto_orient: bool = True, max_pixels: int = 64 * 1024 * 1024) -> np.ndarray:
+def decode_image_bytes(payload: bytes, auto_orient: bool = True, max_pixels: int = 64 * 1024 * 1024,
+                       target: DecodeTarget | None = None) -> DecodedImage:
     """Decode an encoded image file; EXIF orientation is honoured only when `auto_orient` is set.
 
-    The header is checked against `max_pixels` before any pixel is decoded.
+    The header is checked against `max_pixels` before any pixel is decoded. With a `target`, a JPEG much
+    larger than the network input is decoded at reduced scale; the true size is still reported.
     """
     if not payload:
         raise BadRequest("image payload is empty")
     declared = image_size(payload)
     if declared is not None:
         check_pixels(*declared, max_pixels)
-    flags = cv2.IMREAD_COLOR if auto_orient else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), flags)
+    orientation = 0 if auto_orient else cv2.IMREAD_IGNORE_ORIENTATION
+    factor = target.reduction(*declared) if target and declared and payload.startswith(b"\xff\xd8") else 1
+    if factor > 1 and declared is not None:
+        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), _REDUCED_FLAGS[factor] | orientation)
+        if image is not None:
+            width, height = declared
+            reduced = (math.ceil(width / factor), math.ceil(height / factor))
+            if (image.shape[1], image.shape[0]) == reduced:
+                return DecodedImage(image, width, height)
+            if (image.shape[0], image.shape[1]) == reduced:  # EXIF rotated it by 90 degrees
+                return DecodedImage(image, height, width)
+    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR | orientation)
     if image is None:
         raise BadRequest("could not decode the image: not a supported image file (JPEG, PNG, BMP, WebP, TIFF)")
-    return image
+    return DecodedImage.full(image)
 
 
-def decode_source(source: ImageSource, options: DecodeOptions, auto_orient: bool = True) -> np.ndarray:
-    """Turn one `ImageSource` into an HxWx3 BGR uint8 array, or raise a 4xx `ApiError`."""
+def decode_source(source: ImageSource, options: DecodeOptions, auto_orient: bool = True,
+                  target: DecodeTarget | None = None) -> DecodedImage:
+    """Turn one `ImageSource` into decoded BGR uint8 pixels, or raise a 4xx `ApiError`."""
     if source.kind == "url":
         if not options.allow_url:
             raise BadRequest("URL image input is disabled on this server")
         payload = fetch_url(str(source.data), options.url_policy)
-        return decode_image_bytes(payload, auto_orient, options.max_pixels)
+        return decode_image_bytes(payload, auto_orient, options.max_pixels, target)
     payload = source.data if isinstance(source.data, bytes) else source.data.encode("ascii", "ignore")
     if source.kind == "numpy":
         if not options.allow_numpy:
@@ -112,7 +159,7 @@ def decode_source(source: ImageSource, options: DecodeOptions, auto_orient: bool
             payload = decode_base64(payload)
         image = array_to_bgr(load_array(payload))
         check_pixels(image.shape[1], image.shape[0], options.max_pixels)
-        return image
+        return DecodedImage.full(image)
     if source.kind == "base64":
         payload = decode_base64(payload)
-    return decode_image_bytes(payload, auto_orient, options.max_pixels)
+    return decode_image_bytes(payload, auto_orient, options.max_pixels, target)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from edge_daemon.images.decode import DecodedImage, DecodeTarget
+
 log = logging.getLogger(__name__)
 
 ResizeMode = Literal["stretch", "letterbox"]
@@ -44,18 +46,20 @@ class Geometry:
     scale_y: float
     pad_x: int
     pad_y: int
+    decode_ratio_x: float = 1.0  # original pixels per decoded pixel (a reduced JPEG decode makes it > 1)
+    decode_ratio_y: float = 1.0
 
     def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """Map Nx4 xyxy network boxes to original pixels: undo resize, clip to the crop, round, add offset."""
+        """Map Nx4 xyxy network boxes to original pixels: undo resize, clip to the crop, add its offset, undo
+        any reduced decode, round to whole pixels (as Roboflow)."""
         out = np.empty_like(boxes, dtype=np.float64)
-        out[:, 0::2] = (boxes[:, 0::2] - self.pad_x) / self.scale_x
-        out[:, 1::2] = (boxes[:, 1::2] - self.pad_y) / self.scale_y
-        np.clip(out[:, 0::2], 0, self.crop_width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, self.crop_height, out=out[:, 1::2])
-        out = np.round(out)
-        out[:, 0::2] += self.crop_x
-        out[:, 1::2] += self.crop_y
-        return out
+        out[:, 0::2] = np.clip((boxes[:, 0::2] - self.pad_x) / self.scale_x, 0, self.crop_width)
+        out[:, 1::2] = np.clip((boxes[:, 1::2] - self.pad_y) / self.scale_y, 0, self.crop_height)
+        out[:, 0::2] = (out[:, 0::2] + self.crop_x) * self.decode_ratio_x
+        out[:, 1::2] = (out[:, 1::2] + self.crop_y) * self.decode_ratio_y
+        np.clip(out[:, 0::2], 0, self.original_width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.original_height, out=out[:, 1::2])
+        return np.round(out)
 
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
@@ -65,8 +69,10 @@ class Geometry:
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
         """Map Nx2 network-input points (x, y) to original pixels, as boxes are mapped."""
         out = np.empty_like(points, dtype=np.float64)
-        out[:, 0] = np.clip((points[:, 0] - self.pad_x) / self.scale_x, 0, self.crop_width) + self.crop_x
-        out[:, 1] = np.clip((points[:, 1] - self.pad_y) / self.scale_y, 0, self.crop_height) + self.crop_y
+        out[:, 0] = (np.clip((points[:, 0] - self.pad_x) / self.scale_x, 0, self.crop_width) + self.crop_x) \
+            * self.decode_ratio_x
+        out[:, 1] = (np.clip((points[:, 1] - self.pad_y) / self.scale_y, 0, self.crop_height) + self.crop_y) \
+            * self.decode_ratio_y
         return out
 
 
@@ -144,9 +150,19 @@ class Preprocessor:
             return image
         return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
-    def prepare(self, image: np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
+    def decode_target(self, switches: PreprocSwitches) -> DecodeTarget | None:
+        """How small a JPEG may be decoded for this model; None where a static crop needs full detail."""
+        if _enabled(self.preprocessing.get("static-crop")) and not switches.disable_static_crop:
+            return None
+        return DecodeTarget(self.input_width, self.input_height, self.mode == "letterbox")
+
+    def prepare(self, decoded: DecodedImage | np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
         """Return the HxWx3 BGR uint8 network-size image and its geometry."""
-        original_height, original_width = image.shape[:2]
+        if isinstance(decoded, np.ndarray):
+            decoded = DecodedImage.full(decoded)
+        image = decoded.pixels
+        original_height, original_width = decoded.original_height, decoded.original_width
+        ratio_x, ratio_y = original_width / image.shape[1], original_height / image.shape[0]
         crop_x = crop_y = 0
         if _enabled(self.preprocessing.get("static-crop")) and not switches.disable_static_crop:
             image, crop_x, crop_y = self._static_crop(image)
@@ -159,7 +175,7 @@ class Preprocessor:
         if self.mode == "stretch":
             resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR)
             geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
-                                target_w / width, target_h / height, 0, 0)
+                                target_w / width, target_h / height, 0, 0, ratio_x, ratio_y)
             return resized, geometry
         scale = min(target_w / width, target_h / height)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -168,7 +184,7 @@ class Preprocessor:
         canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
                                                                       interpolation=cv2.INTER_LINEAR)
         geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
-                            new_w / width, new_h / height, pad_x, pad_y)
+                            new_w / width, new_h / height, pad_x, pad_y, ratio_x, ratio_y)
         return canvas, geometry
 
     def to_tensor(self, images: list[np.ndarray]) -> np.ndarray:
