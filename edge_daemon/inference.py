@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_daemon.backpressure import EngineGate
+from edge_daemon.batching import DynamicBatcher
 from edge_daemon.engines import Engine, create_engine
 from edge_daemon.errors import ModelArtifactError
 from edge_daemon.images.decode import DecodedImage
@@ -63,9 +65,11 @@ def _input_size(engine: Engine, metadata: ModelMetadata) -> tuple[int, int]:
 
 
 class LoadedModel:
-    def __init__(self, model_id: str, folder: Path, engine: Engine | None = None, intra_op_threads: int = 0):
+    def __init__(self, model_id: str, folder: Path, engine: Engine | None = None, intra_op_threads: int = 0,
+                 gate: EngineGate | None = None, batch_window: float = 0.0, max_batch: int = 16):
         self.model_id = model_id
         self.folder = folder
+        self.gate = gate
         self.metadata = read_metadata(folder, model_id)
         self.engine = engine or create_engine(folder / WEIGHTS, intra_op_threads=intra_op_threads)
         self.input_width, self.input_height = _input_size(self.engine, self.metadata)
@@ -76,6 +80,15 @@ class LoadedModel:
                                          normalisation)
         self.num_classes = len(self.metadata.class_names)
         self.layout = self._validate_outputs()
+        self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}")
+                        if batch_window > 0 and self.batch_size is None else None)
+
+    def _run_engine(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One engine call, inside the bounded queue in front of the engines when there is one."""
+        if self.gate is None:
+            return self.engine.run(batch)
+        with self.gate.enter():
+            return self.engine.run(batch)
 
     @property
     def task(self) -> str:
@@ -109,7 +122,7 @@ class LoadedModel:
             if self.batch_size and real < self.batch_size:
                 padding = np.zeros((self.batch_size - real, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, padding])
-            outputs = self.engine.run(chunk)
+            outputs = self.batcher.run(chunk) if self.batcher else self._run_engine(chunk)
             for index in range(real):
                 per_image.append([output[index] for output in outputs])
         return per_image

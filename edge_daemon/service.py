@@ -71,9 +71,9 @@ class InferenceService:
     def __init__(self, settings: Settings, manager: ModelManager | None = None, metrics: Metrics | None = None):
         self.settings = settings
         self.metrics = metrics
-        self.manager = manager or ModelManager(settings, events=metrics)
-        self.started_at = time.time()
         self.gate = EngineGate(engine_slots(settings), settings.max_queue, settings.request_timeout)
+        self.manager = manager or ModelManager(settings, events=metrics, gate=self.gate)
+        self.started_at = time.time()
         self.decode_options = DecodeOptions(
             allow_numpy=settings.allow_numpy_input,
             allow_url=settings.allow_url_input,
@@ -100,8 +100,7 @@ class InferenceService:
         images = [decode_source(source, self.decode_options, auto_orient, target) for source in sources]
         decode_seconds = time.perf_counter() - decode_started
         times = StageTimes()
-        with self.gate.enter():
-            responses = model.infer(images, params, times)
+        responses = model.infer(images, params, times)
         if self.metrics is not None:
             self.metrics.observe_inference(str(model_id), len(images), decode_seconds, times.preprocess,
                                            times.inference, times.postprocess)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from edge_daemon.backpressure import EngineGate
 from edge_daemon.config import Settings
 from edge_daemon.errors import ApiError, BadGateway, ModelArtifactError, NotFound, ServiceUnavailable
 from edge_daemon.inference import LoadedModel
@@ -71,8 +72,9 @@ class _LoadJob:
 
 class ModelManager:
     def __init__(self, settings: Settings, registry: RegistryClient | None = None,
-                 events: ModelEvents | None = None):
+                 events: ModelEvents | None = None, gate: EngineGate | None = None):
         self.settings = settings
+        self.gate = gate
         local_roots = [Path(settings.models_dir)] if settings.models_dir else []
         self.local_stores = [ModelStore(root) for root in [*local_roots, BUNDLED_ROOT]]
         self.cache = ModelStore(settings.cache_path / "models")
@@ -237,7 +239,8 @@ class ModelManager:
     def _instantiate(self, model_id: ModelId, folder: Path) -> LoadedModel:
         self._set_state(str(model_id), "loading")
         self.engine_loads += 1
-        return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads)
+        return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads, gate=self.gate,
+                           batch_window=self.settings.batch_window_ms / 1000, max_batch=self.settings.max_batch)
 
     @contextmanager
     def _cache_lock(self, model_id: ModelId) -> Iterator[None]:
