@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,23 +17,94 @@ from edge_daemon.logging_setup import configure_logging
 log = logging.getLogger("edge_daemon")
 
 
-def serve(settings: Settings) -> int:
-    import waitress
+def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
+    """Run the HTTP daemon until SIGTERM/SIGINT, telling systemd how start-up goes when NOTIFY_SOCKET is set.
 
+    The socket is bound before READY=1 (sent once `--preload` models settle). On a signal: STOPPING=1, the
+    listening socket closes, requests already received finish (at most `drain_seconds`; a second signal
+    cuts that short), then exit 0. See edge_daemon/systemd_notify.py for the watchdog.
+    """
+    import signal
+    import threading
+    import time
+
+    from waitress import wasyncore
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer, create_server
+
+    from edge_daemon import systemd_notify
     from edge_daemon.app import create_app
     from edge_daemon.models.store import ModelId
 
     app = create_app(settings)
+    preloading = []
     for model_id in settings.preload:
         try:
             app.service.manager.start_loading(ModelId.parse(model_id))  # in the background: serving starts now
+            preloading.append(model_id)
         except ApiError as error:
             log.error("cannot preload %s: %s", model_id, error.message)
-    log.info("edge-daemon %s listening on %s:%d with %d threads", __version__, settings.host, settings.port,
-             settings.threads)
-    waitress.serve(app, host=settings.host, port=settings.port, threads=settings.threads,
-                   ident="edge-daemon", max_request_body_size=settings.max_body_bytes + 1024 * 1024,
-                   _quiet=True)
+    probes = systemd_notify.QuietProbes()
+    probes.install()
+    socket_map: dict[int, wasyncore.dispatcher] = {}
+    server = create_server(probes.wrap(app), map=socket_map, host=settings.host, port=settings.port,
+                           threads=settings.threads, ident="edge-daemon",
+                           max_request_body_size=settings.max_body_bytes + 1024 * 1024)
+    listeners = [item for item in socket_map.values() if isinstance(item, BaseWSGIServer)]
+    host, port = str(listeners[0].effective_host), int(listeners[0].effective_port)
+    use_poll = server.adj.asyncore_use_poll
+
+    stop, hurry = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    log.info("edge-daemon %s listening on %s:%d with %d threads", __version__, host, port, settings.threads)
+    reporter = systemd_notify.StartupReporter(app.service.manager, preloading, f"serving on {host}:{port}").start()
+    interval = systemd_notify.watchdog_seconds()
+    watchdog = None
+    if interval:
+        probe = systemd_notify.HttpProbe(settings.host, port, token=probes.token)
+        watchdog = systemd_notify.Watchdog(probe, interval).start()
+    try:
+        while not stop.is_set():  # waitress's own run() has no way out but an exception
+            wasyncore.loop(timeout=0.5, use_poll=use_poll, map=socket_map, count=1)
+    finally:
+        reporter.stop()
+        if watchdog:
+            watchdog.stop()
+        systemd_notify.stopping(f"stopping: finishing requests in flight (at most {drain_seconds:.0f} s)")
+        log.info("stopping: no new connections; finishing requests in flight (at most %.0f s)", drain_seconds)
+        for listener in listeners:
+            wasyncore.dispatcher.close(listener)  # the listening socket only (its trigger still wakes the loop)
+        deadline, busy = time.monotonic() + drain_seconds, 0
+        while time.monotonic() < deadline and not hurry.is_set():
+            busy = 0
+            for channel in list(socket_map.values()):
+                if not isinstance(channel, HTTPChannel):
+                    continue
+                if channel.requests or channel.request is not None or channel.total_outbufs_len:
+                    busy += 1  # running, half received, or response not yet sent
+                else:
+                    channel.will_close = True  # an idle keep-alive connection: close it
+            if not busy:
+                break
+            wasyncore.loop(timeout=0.05, use_poll=use_poll, map=socket_map, count=1)
+        if busy:
+            log.warning("%d request(s) still in flight at exit: closing them", busy)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        wasyncore.close_all(socket_map)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if any(status.state not in ("ready", "failed") for status in app.service.manager.statuses().values()):
+        # A model still loading in a background thread would abort inside ONNX Runtime while the interpreter
+        # shuts down (C++ terminate, exit 134); nothing is left to save (downloads are staged, then renamed).
+        log.info("stopped (a model load in progress was abandoned)")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+    log.info("stopped")
     return 0
 
 
@@ -87,7 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=None, help="also write the picture with predictions drawn")
     add_arguments(run)
 
-    models = commands.add_parser("models", help="list, pull, import or remove models")
+    probe = commands.add_parser("probe", help="what this box is and which backend it will use")
+    probe.add_argument("--json", action="store_true")
+    add_arguments(probe)
+
+    cache = commands.add_parser("cache", help="list or prune compiled engines")
+    cache_actions = cache.add_subparsers(dest="action", required=True)
+    add_arguments(cache_actions.add_parser("ls", help="list compiled engines"))
+    prune = cache_actions.add_parser("prune", help="remove engines no available model uses (or by age / all)")
+    prune.add_argument("--older-than-days", type=float, default=None)
+    prune.add_argument("--all", dest="remove_all", action="store_true")
+    add_arguments(prune)
+
+    models = commands.add_parser("models", help="list, pull, import, build or remove models")
     actions = models.add_subparsers(dest="action", required=True)
     add_arguments(actions.add_parser("list", help="models available without the network"))
     pull = actions.add_parser("pull", help="download a model from the registry into the cache")
@@ -103,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="'Stretch to' or 'Fit (black|white|grey edges) in' (letterbox)")
     imported.add_argument("--multilabel", action="store_true", help="multi-label classification")
     add_arguments(imported)
+    prebuilt = actions.add_parser("build", help="compile a model's engine for this box now (downloads if needed)")
+    prebuilt.add_argument("model_id")
+    add_arguments(prebuilt)
     removed = actions.add_parser("rm", help="remove a model from your store and the cache")
     removed.add_argument("model_id")
     add_arguments(removed)
@@ -125,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
-    from edge_daemon import model_commands
+    from edge_daemon import engine_commands, model_commands
 
+    if args.command == "probe":
+        return engine_commands.probe(settings, args.json)
+    if args.command == "cache":
+        if args.action == "ls":
+            return engine_commands.cache_list(settings)
+        return engine_commands.cache_prune(settings, args.older_than_days, args.remove_all)
     if args.command == "infer":
         return infer(settings, args.model_id, args.image, args.confidence, args.output)
     if args.action == "list":
@@ -140,4 +233,6 @@ def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
                                            args.resize_format, args.multilabel)
     if args.action == "rm":
         return model_commands.remove_model(settings, args.model_id)
+    if args.action == "build":
+        return engine_commands.build(settings, args.model_id)
     return 2

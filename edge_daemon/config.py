@@ -94,6 +94,14 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a request waits for its model to download/load before a 503 with Retry-After"),
     Option("max_active_models", int, lambda: 8,
            "models kept loaded; the least recently used is unloaded (its files stay cached)"),
+    Option("backend", str, lambda: "auto",
+           "auto (TensorRT on Jetson/NVIDIA boxes where it works, else ONNX Runtime), tensorrt or onnxruntime"),
+    Option("precision", str, lambda: "auto", "auto, fp16 or fp32 (fp16 only where the GPU has fast FP16)"),
+    Option("trt_workspace_mib", int, lambda: 1024, "TensorRT builder workspace limit, in MiB"),
+    Option("trt_max_batch", int, lambda: 4, "largest batch a TensorRT engine is built for (larger ones split)"),
+    Option("ort_optimization", str, lambda: "all",
+           "ONNX Runtime graph optimisation saved in the engine cache: all (fastest, keyed to the CPU's "
+           "instruction set) or extended (portable)"),
     Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
     Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
     Option("access_keys", _parse_list, list,
@@ -140,6 +148,11 @@ class Settings:
     max_image_pixels: int = 64 * 1024 * 1024
     load_wait: float = 30.0
     max_active_models: int = 8
+    backend: str = "auto"
+    precision: str = "auto"
+    trt_workspace_mib: int = 1024
+    trt_max_batch: int = 4
+    ort_optimization: str = "all"
     ort_threads: int = 0
     registry_timeout: float = 30.0
     access_keys: list[str] = field(default_factory=list, repr=False)

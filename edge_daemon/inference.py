@@ -7,6 +7,7 @@ runs the engine once per engine batch, and hands each image's raw outputs to the
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.batching import DynamicBatcher
 from edge_daemon.engines import Engine, create_engine
-from edge_daemon.errors import ModelArtifactError
+from edge_daemon.errors import ModelArtifactError, ServiceUnavailable
 from edge_daemon.images.decode import DecodedImage
 from edge_daemon.models.metadata import ModelMetadata, read_metadata
 from edge_daemon.models.store import WEIGHTS
@@ -80,8 +81,29 @@ class LoadedModel:
                                          normalisation)
         self.num_classes = len(self.metadata.class_names)
         self.layout = self._validate_outputs()
+        self._active = 0
+        self._retired = False
+        self._closed = False
+        self._lifecycle = threading.Lock()
         self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}")
                         if batch_window > 0 and self.batch_size is None else None)
+
+    def retire(self) -> None:
+        """Unloaded: free the engine (GPU memory on TensorRT) once no request is still using it."""
+        with self._lifecycle:
+            self._retired = True
+            idle = self._active == 0
+        if idle:
+            self._close_engine()
+
+    def _close_engine(self) -> None:
+        with self._lifecycle:
+            if self._closed:
+                return
+            self._closed = True
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def _run_engine(self, batch: np.ndarray) -> list[np.ndarray]:
         """One engine call, inside the bounded queue in front of the engines when there is one."""
@@ -130,7 +152,22 @@ class LoadedModel:
     def infer(self, images: list[DecodedImage] | list[np.ndarray], params: InferenceParams,
               times: StageTimes | None = None) -> list[dict[str, Any]]:
         """Preprocess, run and decode `images` (decoded BGR arrays); one response dict per image."""
-        times = times or StageTimes()
+        with self._lifecycle:
+            if self._closed:
+                raise ServiceUnavailable(f"model {self.model_id} was just unloaded; retry",
+                                         headers={"Retry-After": "1"})
+            self._active += 1
+        try:
+            return self._infer(images, params, times or StageTimes())
+        finally:
+            with self._lifecycle:
+                self._active -= 1
+                close_now = self._retired and self._active == 0
+            if close_now:
+                self._close_engine()
+
+    def _infer(self, images: list[DecodedImage] | list[np.ndarray], params: InferenceParams,
+               times: StageTimes) -> list[dict[str, Any]]:
         started = time.perf_counter()
         prepared: list[np.ndarray] = []
         geometries: list[Geometry] = []

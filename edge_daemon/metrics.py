@@ -44,6 +44,7 @@ class Metrics:
                                           buckets=LOAD_BUCKETS, registry=r)
         self.downloaded_bytes = Counter("edge_daemon_downloaded_bytes_total", "Bytes of model weights downloaded",
                                         registry=r)
+        r.register(_EngineCacheCollector())
         self.model_loads = Counter("edge_daemon_model_loads_total",
                                    "Model loads by where the files came from (registry = cache miss)",
                                    ["source"], registry=r)
@@ -71,6 +72,25 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineCacheCollector:
+    """Engine-cache totals kept by edge_daemon.engines (process-wide), exposed as counters."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        from edge_daemon.engines import CACHE_COUNTERS
+
+        totals = CACHE_COUNTERS.snapshot()
+        yield CounterMetricFamily("edge_daemon_engine_builds", "Engines compiled (cache misses)",
+                                  value=totals["builds"])
+        yield CounterMetricFamily("edge_daemon_engine_cache_hits", "Engines loaded from the engine cache",
+                                  value=totals["hits"])
+        yield CounterMetricFamily("edge_daemon_engine_cache_discards",
+                                  "Cached engines discarded as stale or corrupt", value=totals["discards"])
+        yield CounterMetricFamily("edge_daemon_engine_build_seconds", "Seconds spent compiling engines",
+                                  value=totals["build_seconds"])
 
 
 class MetricsMiddleware:

@@ -12,6 +12,8 @@ import falcon
 
 from edge_daemon import __version__
 from edge_daemon.api.openapi import OpenApiRegistry, Operation
+from edge_daemon.engines import CACHE_COUNTERS, choose_backend
+from edge_daemon.platform.probe import current_platform
 from edge_daemon.service import InferenceService
 
 SERVER_ID = str(uuid.uuid4())
@@ -72,16 +74,26 @@ class InfoResource:
 
 
 def info(service: InferenceService) -> dict[str, Any]:
+    platform = current_platform()
+    choice = choose_backend(platform, service.settings.backend, service.settings.precision)
     return {
         "name": "edge-daemon",
         "version": __version__,
         "uuid": SERVER_ID,
         "pid": os.getpid(),
         "uptime_seconds": round(time.time() - service.started_at, 1),
-        "backend": "onnxruntime",
+        "backend": choice.to_dict(),
+        "platform": platform.to_dict(),
+        "engine_cache": CACHE_COUNTERS.snapshot(),
         "models_available": service.manager.available(),
-        "models_loaded": [model.model_id for model in service.manager.loaded()],
+        "models_loaded": [{"model_id": model.model_id, "engine": _engine_build(model)}
+                          for model in service.manager.loaded()],
     }
+
+
+def _engine_build(model: Any) -> dict[str, Any] | None:
+    build = getattr(model.engine, "build", None)
+    return build.to_dict() if build is not None else None
 
 
 def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceService) -> None:

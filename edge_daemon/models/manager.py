@@ -24,8 +24,10 @@ from typing import Protocol
 
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.config import Settings
+from edge_daemon.engines import create_engine, engine_options
 from edge_daemon.errors import ApiError, BadGateway, ModelArtifactError, NotFound, ServiceUnavailable
 from edge_daemon.inference import LoadedModel
+from edge_daemon.models.metadata import read_metadata
 from edge_daemon.models.registry_client import RegistryClient
 from edge_daemon.models.store import BUNDLED_ROOT, ENVIRONMENT, MODEL_TYPE, WEIGHTS, ModelId, ModelStore, verify_folder
 
@@ -142,13 +144,19 @@ class ModelManager:
     def unload(self, model_id: ModelId) -> bool:
         with self._guard:
             self._statuses.pop(str(model_id), None)
-            return self._loaded.pop(str(model_id), None) is not None
+            model = self._loaded.pop(str(model_id), None)
+        if model is not None:
+            model.retire()
+        return model is not None
 
     def clear(self) -> None:
         with self._guard:
+            models = list(self._loaded.values())
             for key in self._loaded:
                 self._statuses.pop(key, None)
             self._loaded.clear()
+        for model in models:
+            model.retire()
 
     def available(self) -> list[str]:
         """Model ids that can be served without the network: local stores and the cache."""
@@ -205,7 +213,8 @@ class ModelManager:
     def _evict_beyond_limit(self) -> None:
         """Unload least-recently-used models over the limit; their files stay in the cache."""
         while len(self._loaded) > max(1, self.settings.max_active_models):
-            evicted, _ = self._loaded.popitem(last=False)
+            evicted, model = self._loaded.popitem(last=False)
+            model.retire()
             self._statuses.pop(evicted, None)
             self.evictions += 1
             log.info("unloaded %s (least recently used; files stay cached)", evicted)
@@ -237,9 +246,18 @@ class ModelManager:
                                  f"{error.message}") from None
 
     def _instantiate(self, model_id: ModelId, folder: Path) -> LoadedModel:
+        """Compile (or load from the engine cache) the engine for this device, then wrap it for serving."""
         self._set_state(str(model_id), "loading")
         self.engine_loads += 1
-        return LoadedModel(str(model_id), folder, intra_op_threads=self.settings.ort_threads, gate=self.gate,
+        metadata = read_metadata(folder, str(model_id))
+        resize = metadata.preprocessing.get("resize") or {}
+        try:
+            input_hw = (int(resize["height"]), int(resize["width"]))
+        except (KeyError, TypeError, ValueError):
+            input_hw = None
+        engine = create_engine(folder / WEIGHTS, model_id=str(model_id),
+                               options=engine_options(self.settings, input_hw=input_hw))
+        return LoadedModel(str(model_id), folder, engine=engine, gate=self.gate,
                            batch_window=self.settings.batch_window_ms / 1000, max_batch=self.settings.max_batch)
 
     @contextmanager
