@@ -10,7 +10,7 @@ setup(
     description="Roboflow-Inference-compatible computer-vision inference server for edge boxes",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11",
+    python_requires=">=3.10",  # JetPack 6 ships Python 3.10 with its TensorRT bindings
     packages=find_packages(include=["edge_daemon", "edge_daemon.*"]),
     package_data={"edge_daemon": ["default_models/README.md", "default_models/*/*/*"]},
     install_requires=[

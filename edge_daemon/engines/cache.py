@@ -26,9 +26,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class _Heartbeat:
         while not self._stop.wait(self.every):
             log.info("still building %s (%.0f s so far)", self.what, time.monotonic() - self._started)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 
@@ -327,7 +327,7 @@ class EngineCache:
                 "format": FORMAT, "model_id": model_id, "key": inputs.key, "key_inputs": inputs.to_dict(),
                 "artifact": artifact_name, "artifact_bytes": artifact.stat().st_size,
                 "artifact_sha256": sha256_file(artifact),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "created_unix": time.time(), "build_seconds": round(seconds, 3), **extra,
             }
             write_atomic(staging / METADATA, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 import requests
 from waitress.server import create_server
@@ -42,7 +41,7 @@ class ThreadedDaemon:
     def service(self):
         return self.app.service
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ThreadedDaemon:
         self._thread.start()
         return self
 

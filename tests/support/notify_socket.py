@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class NotifySocket:
     def snapshot(self) -> list[dict[str, str]]:
         return [message.fields for message in list(self.messages)]
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> NotifySocket:
         self._thread.start()
         return self
 

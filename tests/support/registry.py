@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -109,7 +108,7 @@ class RegistryServer:
         self.state.models[model_id] = RegistryModel((folder / "weights.onnx").read_bytes(), environment, classes,
                                                     task)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RegistryServer:
         self._thread.start()
         return self
 
