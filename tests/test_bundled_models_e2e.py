@@ -1,0 +1,121 @@
+"""The bundled models served over real HTTP from the default store meet ground truth on generated scenes
+(boxes, masks and labels we know exactly because we drew them)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from edge_daemon.models.store import BUNDLED_ROOT
+from tests.support.daemon import ThreadedDaemon
+
+scenes = pytest.importorskip("edge_daemon.scenes")
+
+
+def _bundled(model_id: str) -> None:
+    if not (BUNDLED_ROOT / model_id / "weights.onnx").exists():
+        pytest.fail(f"bundled model {model_id} is missing from {BUNDLED_ROOT}")
+
+
+@pytest.fixture(scope="module")
+def bundled_daemon(tmp_path_factory):
+    from edge_daemon.config import Settings
+
+    root = tmp_path_factory.mktemp("bundled")
+    settings = Settings(host="127.0.0.1", models_dir="", cache_dir=str(root / "cache"), api_url="", ort_threads=2)
+    with ThreadedDaemon(settings) as daemon:
+        yield daemon
+
+
+def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _corners(prediction: dict) -> tuple[float, float, float, float]:
+    half_w, half_h = prediction["width"] / 2, prediction["height"] / 2
+    return (prediction["x"] - half_w, prediction["y"] - half_h, prediction["x"] + half_w, prediction["y"] + half_h)
+
+
+def _best_match(target_box, class_name: str, predictions: list[dict]) -> tuple[float, dict | None]:
+    best, found = 0.0, None
+    for prediction in predictions:
+        if prediction["class"] != class_name:
+            continue
+        iou = _box_iou(target_box, _corners(prediction))
+        if iou > best:
+            best, found = iou, prediction
+    return best, found
+
+
+def test_detector_finds_the_drawn_objects(bundled_daemon):
+    _bundled("shapes/1")
+    matched = total = 0
+    for seed in range(10_000, 10_040):
+        scene = scenes.generate_scene(seed)
+        response = requests.post(bundled_daemon.url + "/shapes/1?confidence=0.4", data=scenes.encode_jpeg(scene.image),
+                                 headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        for obj in scene.objects:
+            total += 1
+            iou, _ = _best_match(obj.box, obj.class_name, predictions)
+            matched += iou >= 0.7
+    assert total >= 80
+    assert matched / total >= 0.9, f"{matched}/{total} objects found with IoU >= 0.7"
+
+
+def _fill(points: list[dict], height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    if len(points) >= 3:
+        polygon = np.round([[p["x"] - 0.5, p["y"] - 0.5] for p in points]).astype(np.int32)
+        cv2.fillPoly(mask, [polygon], 1)
+    return mask.astype(bool)
+
+
+def test_segmenter_masks_match_the_drawn_shapes(bundled_daemon):
+    """Mask IoU >= 0.8 for >= 90 % of objects at least 8 % of the image's short side. Smaller ones (down to
+    4 %) are a few cells of the 80x80 prototype grid at 320 px input, so only >= 80 % of all objects reach
+    IoU 0.8 (measured 0.83 on these seeds; see edge_daemon/default_models/README.md)."""
+    _bundled("shapes-seg/1")
+    results: list[tuple[float, float]] = []  # (mask IoU, object size as a share of the short side)
+    for seed in range(20_000, 20_060):
+        scene = scenes.generate_scene(seed)
+        height, width = scene.image.shape[:2]
+        response = requests.post(bundled_daemon.url + "/shapes-seg/1?confidence=0.4",
+                                 data=scenes.encode_jpeg(scene.image), headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        for obj in scene.objects:
+            truth = obj.mask.astype(bool)
+            size = float(np.sqrt(truth.sum())) / min(height, width)
+            _, prediction = _best_match(obj.box, obj.class_name, predictions)
+            if prediction is None:
+                results.append((0.0, size))
+                continue
+            mask = _fill(prediction["points"], height, width)
+            results.append((float((mask & truth).sum() / max((mask | truth).sum(), 1)), size))
+    ious = np.array(results)
+    assert len(ious) >= 150
+    everything = float((ious[:, 0] >= 0.8).mean())
+    larger = ious[ious[:, 1] >= 0.08]
+    assert float((larger[:, 0] >= 0.8).mean()) >= 0.9, f"objects >= 8 %: {(larger[:, 0] >= 0.8).mean():.3f}"
+    assert everything >= 0.8, f"all objects: {everything:.3f}"
+
+
+def test_classifier_names_the_shape(bundled_daemon):
+    _bundled("shapes-cls/1")
+    correct = 0
+    seeds = range(30_000, 30_100)
+    for seed in seeds:
+        scene = scenes.generate_classification_scene(seed)
+        response = requests.post(bundled_daemon.url + "/shapes-cls/1", data=scenes.encode_jpeg(scene.image),
+                                 headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        correct += response.json()["top"] == scenes.CLASS_NAMES[scene.label]
+    assert correct / len(seeds) >= 0.95, f"top-1 {correct}/{len(seeds)}"

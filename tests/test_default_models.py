@@ -1,0 +1,182 @@
+"""The bundled default models: store format, ONNX layouts, accuracy gates, and the scene generator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edge_daemon import scenes
+from tools.evaluate_models import GATES, evaluate_classification, evaluate_detection
+from tools.inference import letterbox, to_det_input
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "edge_daemon" / "default_models"
+TEST_SEED0 = 2_000_000  # disjoint from training (< 10,000) and the README's held-out set (1,000,000+)
+N_GATE_IMAGES = 120
+
+# model id -> (task, input size, {output name: shape without batch})
+MODELS = {
+    "shapes/1": ("object-detection", 320, {"output0": [8, 2100]}),
+    "shapes-seg/1": ("instance-segmentation", 320, {"output0": [40, 2100], "output1": [32, 80, 80]}),
+    "shapes-cls/1": ("classification", 128, {"output0": [4]}),
+}
+
+
+def _session(model_id: str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(str(MODELS_DIR / model_id / "weights.onnx"), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("model_id", sorted(MODELS))
+def test_manifest_matches_files(model_id: str) -> None:
+    folder = MODELS_DIR / model_id
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model_id"] == model_id
+    assert set(manifest["files"]) == {"weights.onnx", "environment.json", "model_type.json"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("model_id", sorted(MODELS))
+def test_metadata(model_id: str) -> None:
+    task, size, _ = MODELS[model_id]
+    folder = MODELS_DIR / model_id
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["CLASS_MAP"] == {str(i): name for i, name in enumerate(scenes.CLASS_NAMES)}
+    assert set(env["COLORS"]) == set(scenes.CLASS_NAMES)
+    assert env["MULTICLASS"] is False
+    assert env["PREPROCESSING"]["auto-orient"]["enabled"] is True
+    resize = env["PREPROCESSING"]["resize"]
+    assert resize["enabled"] is True and resize["width"] == size and resize["height"] == size
+    expected_format = "Stretch to" if task == "classification" else "Fit (grey edges) in"
+    assert resize["format"] == expected_format
+    mtype = json.loads((folder / "model_type.json").read_text())
+    assert mtype["project_task_type"] == task
+    assert mtype["model_type"] == "yolov8"
+    assert mtype["model_id"] == model_id
+    assert mtype["model_variant"]
+    if task == "classification":
+        assert mtype["output_is_probability"] is False
+
+
+@pytest.mark.parametrize("model_id", sorted(MODELS))
+def test_onnx_layout(model_id: str) -> None:
+    _, size, outputs = MODELS[model_id]
+    path = MODELS_DIR / model_id / "weights.onnx"
+    assert path.stat().st_size <= 3_000_000
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert {op.domain or "ai.onnx": op.version for op in proto.opset_import}["ai.onnx"] == 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    sess = _session(model_id)
+    (inp,) = sess.get_inputs()
+    assert inp.name == "images" and inp.type == "tensor(float)"
+    assert inp.shape == ["batch", 3, size, size]
+    got = {o.name: o for o in sess.get_outputs()}
+    assert list(got) == list(outputs)
+    for name, shape in outputs.items():
+        assert got[name].shape == ["batch", *shape]
+        assert got[name].type == "tensor(float)"
+
+
+@pytest.mark.parametrize("model_id", sorted(MODELS))
+def test_batch_matches_singles(model_id: str) -> None:
+    _, size, outputs = MODELS[model_id]
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, size, size), dtype=np.float32)
+    sess = _session(model_id)
+    both = sess.run(None, {"images": x})
+    for i in range(2):
+        single = sess.run(None, {"images": x[i:i + 1]})
+        for name, b, s in zip(outputs, both, single, strict=True):
+            assert b.shape[0] == 2 and b.dtype == np.float32
+            np.testing.assert_allclose(b[i:i + 1], s, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_detection_scores_are_probabilities() -> None:
+    scene = scenes.generate_scene(TEST_SEED0)
+    out = _session("shapes/1").run(None, {"images": to_det_input([letterbox(scene.image)[0]])})[0]
+    assert out[:, 4:].min() >= 0.0 and out[:, 4:].max() <= 1.0
+    assert (out[:, 2:4] >= 0).all()  # decoded widths/heights
+
+
+def _seeds() -> list[int]:
+    return list(range(TEST_SEED0, TEST_SEED0 + N_GATE_IMAGES))
+
+
+def test_detection_gate() -> None:
+    res = evaluate_detection(MODELS_DIR / "shapes" / "1" / "weights.onnx", _seeds())
+    assert res["box_map50"] >= GATES["det_map50"], res
+    assert res["box_map50_95"] >= GATES["det_map50_95"], res
+
+
+def test_segmentation_gate() -> None:
+    res = evaluate_detection(MODELS_DIR / "shapes-seg" / "1" / "weights.onnx", _seeds(), with_masks=True)
+    assert res["mask_map50"] >= GATES["seg_mask_map50"], res
+
+
+def test_classification_gate() -> None:
+    res = evaluate_classification(MODELS_DIR / "shapes-cls" / "1" / "weights.onnx", _seeds())
+    assert res["top1"] >= GATES["cls_top1"], res
+
+
+# --------------------------------------------------------------------------- scene generator
+
+
+def test_scene_determinism() -> None:
+    for seed in (0, 7, 123456):
+        a, b = scenes.generate_scene(seed), scenes.generate_scene(seed)
+        assert a.image.tobytes() == b.image.tobytes()
+        assert [o.box for o in a.objects] == [o.box for o in b.objects]
+        assert all(np.array_equal(x.mask, y.mask) for x, y in zip(a.objects, b.objects, strict=True))
+        c, d = scenes.generate_classification_scene(seed), scenes.generate_classification_scene(seed)
+        assert c.image.tobytes() == d.image.tobytes() and c.label == d.label
+    assert scenes.generate_scene(1).image.tobytes() != scenes.generate_scene(2).image.tobytes()
+    assert (scenes.generate_classification_scene(1).image.tobytes()
+            != scenes.generate_classification_scene(2).image.tobytes())
+    assert scenes.encode_jpeg(scenes.generate_scene(3).image) == scenes.encode_jpeg(scenes.generate_scene(3).image)
+
+
+def test_scene_ground_truth_consistent() -> None:
+    sizes = set()
+    for seed in range(60):
+        scene, areas = scenes.scene_with_areas(seed)
+        h, w = scene.image.shape[:2]
+        sizes.add((w, h))
+        assert scene.image.dtype == np.uint8 and scene.image.shape == (h, w, 3)
+        assert scene.label is None
+        assert 1 <= len(scene.objects) <= 6
+        union = np.zeros((h, w), dtype=np.int32)
+        for obj, area in zip(scene.objects, areas, strict=True):
+            assert obj.class_name == scenes.CLASS_NAMES[obj.class_id]
+            assert obj.mask.shape == (h, w) and obj.mask.dtype == bool
+            visible = int(obj.mask.sum())
+            assert visible > 0 and visible >= 0.7 * area
+            ys, xs = np.nonzero(obj.mask)
+            assert obj.box == (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+            short = min(w, h)
+            assert max(obj.box[2] - obj.box[0], obj.box[3] - obj.box[1]) <= 0.41 * short
+            union += obj.mask
+        assert union.max() <= 1  # visible masks never overlap
+    assert len(sizes) >= 5
+
+
+def test_scene_explicit_size_and_classification() -> None:
+    scene = scenes.generate_scene(5, 640, 480)
+    assert scene.image.shape == (480, 640, 3)
+    labels = set()
+    for seed in range(40):
+        cs = scenes.generate_classification_scene(seed)
+        assert len(cs.objects) == 1 and cs.label == cs.objects[0].class_id
+        labels.add(cs.label)
+    assert labels == {0, 1, 2, 3}

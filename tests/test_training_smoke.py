@@ -1,0 +1,80 @@
+"""A few training steps on tiny data learn something and export the declared ONNX layouts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from tools import train_models as tm
+from tools.shapes_data import build_cls_dataset, build_det_dataset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_setup() -> None:
+    tm.setup_torch(2)
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs))
+
+
+def _check_onnx(path: Path, size: int, expected: dict[str, list[int]]) -> None:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    assert inp.name == "images" and inp.shape == ["batch", 3, size, size]
+    assert {o.name: o.shape for o in sess.get_outputs()} == {k: ["batch", *v] for k, v in expected.items()}
+    outs = sess.run(None, {"images": np.zeros((2, 3, size, size), np.float32)})
+    for out, shape in zip(outs, expected.values(), strict=True):
+        assert out.shape == (2, *shape) and out.dtype == np.float32
+
+
+def test_detector_trains_and_exports(tmp_path: Path) -> None:
+    data = build_det_dataset(list(range(500_000, 500_008)), workers=1)
+    model, losses = tm.train_detector(data, iters=30, batch_size=4, lr=2e-3, log_every=0)
+    assert all(np.isfinite(losses))
+    assert _mean(losses[-5:]) < 0.8 * _mean(losses[:5])
+    tm.export_detector(model, tmp_path / "seg.onnx", with_masks=True)
+    tm.export_detector(model, tmp_path / "det.onnx", with_masks=False)
+    _check_onnx(tmp_path / "seg.onnx", 320, {"output0": [40, 2100], "output1": [32, 80, 80]})
+    _check_onnx(tmp_path / "det.onnx", 320, {"output0": [8, 2100]})
+    # The detection export is the same network minus the mask branch.
+    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    seg = ort.InferenceSession(str(tmp_path / "seg.onnx")).run(None, {"images": x})[0]
+    det = ort.InferenceSession(str(tmp_path / "det.onnx")).run(None, {"images": x})[0]
+    np.testing.assert_allclose(seg[:, :8], det, rtol=1e-4, atol=1e-3)
+
+
+def test_training_is_deterministic() -> None:
+    data = build_det_dataset(list(range(500_100, 500_104)), workers=1)
+    a = tm.train_detector(data, iters=4, batch_size=2, log_every=0)[1]
+    b = tm.train_detector(data, iters=4, batch_size=2, log_every=0)[1]
+    assert a == b
+
+
+def test_classifier_trains_and_exports(tmp_path: Path) -> None:
+    data = build_cls_dataset(list(range(500_000, 500_032)), workers=1)
+    model, losses = tm.train_classifier(data, iters=25, batch_size=16, lr=1e-3, log_every=0)
+    assert all(np.isfinite(losses))
+    assert _mean(losses[-5:]) < _mean(losses[:5])
+    tm.export_classifier(model, tmp_path / "cls.onnx")
+    _check_onnx(tmp_path / "cls.onnx", 128, {"output0": [4]})
+
+
+def test_model_dir_metadata(tmp_path: Path) -> None:
+    (tmp_path / "weights.onnx").write_bytes(b"not really onnx")
+    resize = {"width": 128, "height": 128, "format": "Stretch to"}
+    tm.write_model_dir(tmp_path, "shapes-cls/1", "classification", "shapes-cls-n", resize)
+    import json
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"]["weights.onnx"] == tm.sha256_file(tmp_path / "weights.onnx")
+    mtype = json.loads((tmp_path / "model_type.json").read_text())
+    assert mtype["output_is_probability"] is False

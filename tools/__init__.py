@@ -1,0 +1,1 @@
+"""Offline tooling for the bundled default models (training, evaluation, metrics)."""

@@ -1,0 +1,141 @@
+"""Score the shipped ONNX models on held-out procedural scenes via onnxruntime.
+
+    python tools/evaluate_models.py [--images 500] [--seed0 1000000]
+
+Held-out seeds start at 1,000,000 (training uses seeds below 10,000).  Each
+scene is JPEG-encoded at quality 90 and decoded again, as a client upload
+would be, then pre/post-processed by tools/inference.py.  Prints a Markdown
+table of the metrics and gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from edge_daemon.scenes import CLASS_NAMES, encode_jpeg, generate_classification_scene, generate_scene
+from tools.inference import OnnxModel, decode_yolo, instance_mask, letterbox, to_cls_input, to_det_input
+from tools.metrics import APAccumulator, box_iou, roi_mask_iou
+
+MODELS_DIR = REPO / "edge_daemon" / "default_models"
+HELDOUT_SEED0 = 1_000_000
+GATES = {"det_map50": 0.90, "det_map50_95": 0.60, "seg_mask_map50": 0.85, "cls_top1": 0.95}
+
+
+def _upload(image: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
+    """What the server would decode from a client's JPEG upload."""
+    if jpeg_quality is None:
+        return image
+    return cv2.imdecode(np.frombuffer(encode_jpeg(image, jpeg_quality), np.uint8), cv2.IMREAD_COLOR)
+
+
+def evaluate_detection(
+    model_path: Path,
+    seeds: list[int],
+    with_masks: bool = False,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    batch: int = 8,
+    jpeg_quality: int | None = 90,
+) -> dict[str, float]:
+    """Box mAP (and mask mAP for segmentation) of one ONNX model over the given scene seeds."""
+    model = OnnxModel(str(model_path))
+    boxes_acc = APAccumulator(len(CLASS_NAMES))
+    masks_acc = APAccumulator(len(CLASS_NAMES)) if with_masks else None
+    for start in range(0, len(seeds), batch):
+        scenes = [generate_scene(s) for s in seeds[start:start + batch]]
+        lbs = [letterbox(_upload(sc.image, jpeg_quality), 320) for sc in scenes]
+        outs = model(to_det_input([lb[0] for lb in lbs]))
+        for k, (scene, (_, geom)) in enumerate(zip(scenes, lbs, strict=True)):
+            det = decode_yolo(outs[0][k], geom, nc=len(CLASS_NAMES), conf=conf, iou=iou)
+            gt_boxes = np.array([o.box for o in scene.objects], dtype=np.float64).reshape(-1, 4)
+            gt_cls = np.array([o.class_id for o in scene.objects], dtype=np.int64)
+            boxes_acc.add(box_iou(det.boxes, gt_boxes), det.scores, det.classes, gt_cls)
+            if masks_acc is not None:
+                assert det.coeffs is not None
+                rois = [instance_mask(c, outs[1][k], b, geom) for c, b in zip(det.coeffs, det.boxes, strict=True)]
+                miou = roi_mask_iou(rois, [o.mask for o in scene.objects])
+                masks_acc.add(miou, det.scores, det.classes, gt_cls)
+    res = {f"box_{k}": v for k, v in boxes_acc.summary().items()}
+    if masks_acc is not None:
+        res |= {f"mask_{k}": v for k, v in masks_acc.summary().items()}
+    return res
+
+
+def evaluate_classification(model_path: Path, seeds: list[int], batch: int = 16, jpeg_quality: int | None = 90) -> dict[str, float]:
+    """Top-1 accuracy of the classifier over classification scenes."""
+    model = OnnxModel(str(model_path))
+    correct = 0
+    for start in range(0, len(seeds), batch):
+        scenes = [generate_classification_scene(s) for s in seeds[start:start + batch]]
+        logits = model(to_cls_input([_upload(sc.image, jpeg_quality) for sc in scenes]))[0]
+        correct += int((logits.argmax(1) == np.array([sc.label for sc in scenes])).sum())
+    return {"top1": correct / len(seeds)}
+
+
+def evaluate_all(models_dir: Path, n_images: int, seed0: int = HELDOUT_SEED0) -> dict[str, float]:
+    """All gate metrics for the three bundled models."""
+    seeds = list(range(seed0, seed0 + n_images))
+    det = evaluate_detection(models_dir / "shapes" / "1" / "weights.onnx", seeds)
+    seg = evaluate_detection(models_dir / "shapes-seg" / "1" / "weights.onnx", seeds, with_masks=True)
+    cls = evaluate_classification(models_dir / "shapes-cls" / "1" / "weights.onnx", seeds)
+    return {
+        "det_map50": det["box_map50"],
+        "det_map50_95": det["box_map50_95"],
+        "seg_box_map50": seg["box_map50"],
+        "seg_box_map50_95": seg["box_map50_95"],
+        "seg_mask_map50": seg["mask_map50"],
+        "seg_mask_map50_95": seg["mask_map50_95"],
+        "cls_top1": cls["top1"],
+    }
+
+
+def markdown_table(metrics: dict[str, float], n_images: int) -> str:
+    """Render metrics with their gates as a Markdown table."""
+    rows = [
+        ("shapes/1", "box mAP@0.5", "det_map50"),
+        ("shapes/1", "box mAP@0.5:0.95", "det_map50_95"),
+        ("shapes-seg/1", "box mAP@0.5", "seg_box_map50"),
+        ("shapes-seg/1", "box mAP@0.5:0.95", "seg_box_map50_95"),
+        ("shapes-seg/1", "mask mAP@0.5", "seg_mask_map50"),
+        ("shapes-seg/1", "mask mAP@0.5:0.95", "seg_mask_map50_95"),
+        ("shapes-cls/1", "top-1 accuracy", "cls_top1"),
+    ]
+    lines = [
+        f"| model | metric ({n_images} held-out images) | value | gate |",
+        "| --- | --- | --- | --- |",
+    ]
+    for model_id, name, key in rows:
+        gate = GATES.get(key)
+        verdict = "-" if gate is None else f"≥ {gate:.2f} {'pass' if metrics[key] >= gate else 'FAIL'}"
+        lines.append(f"| `{model_id}` | {name} | {metrics[key]:.3f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    ap.add_argument("--images", type=int, default=500)
+    ap.add_argument("--seed0", type=int, default=HELDOUT_SEED0)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    metrics = evaluate_all(args.models, args.images, args.seed0)
+    print(markdown_table(metrics, args.images))
+    print(f"\n(evaluated in {time.perf_counter() - t0:.0f}s; conf 0.001, class-aware NMS IoU 0.6, max 100 detections, JPEG q90)")
+    return 0 if all(metrics[k] >= v for k, v in GATES.items()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Training samples from the procedural scenes (numpy + OpenCV only).
+
+Samples are what the network sees at inference: the scene is JPEG round-tripped
+at a random quality (camera/client compression), then letterboxed (detection)
+or stretched (classification) exactly as the daemon does.
+"""
+
+from __future__ import annotations
+
+from multiprocessing import get_context
+
+import cv2
+import numpy as np
+
+from edge_daemon.scenes import encode_jpeg, generate_classification_scene, generate_scene
+from tools.inference import letterbox
+
+DET_SIZE = 320
+PROTO_SIZE = DET_SIZE // 4
+CLS_SIZE = 128
+MAX_OBJECTS = 6
+
+
+def _jpeg_roundtrip(image: np.ndarray, seed: int) -> np.ndarray:
+    """Apply JPEG artefacts at a seed-chosen quality (some images stay lossless)."""
+    rng = np.random.default_rng([seed, 77])
+    if rng.random() < 0.15:
+        return image
+    q = int(rng.integers(35, 97))
+    return cv2.imdecode(np.frombuffer(encode_jpeg(image, q), np.uint8), cv2.IMREAD_COLOR)
+
+
+def det_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB 320x320 uint8, boxes (6,4) net px, classes (6,) with -1 padding, masks (6,80,80) uint8)."""
+    scene = generate_scene(seed)
+    img, g = letterbox(_jpeg_roundtrip(scene.image, seed), DET_SIZE)
+    boxes = np.zeros((MAX_OBJECTS, 4), np.float32)
+    classes = np.full((MAX_OBJECTS,), -1, np.int64)
+    masks = np.zeros((MAX_OBJECTS, PROTO_SIZE, PROTO_SIZE), np.uint8)
+    for i, obj in enumerate(scene.objects[:MAX_OBJECTS]):
+        x1, y1, x2, y2 = obj.box
+        boxes[i] = [x1 * g.scale + g.pad_left, y1 * g.scale + g.pad_top,
+                    x2 * g.scale + g.pad_left, y2 * g.scale + g.pad_top]
+        classes[i] = obj.class_id
+        # Soft mask on the proto grid: letterbox the mask, then area-average by 4.
+        m = cv2.resize(obj.mask.astype(np.float32), (g.new_w, g.new_h), interpolation=cv2.INTER_AREA)
+        full = np.zeros((DET_SIZE, DET_SIZE), np.float32)
+        full[g.pad_top:g.pad_top + g.new_h, g.pad_left:g.pad_left + g.new_w] = m
+        small = cv2.resize(full, (PROTO_SIZE, PROTO_SIZE), interpolation=cv2.INTER_AREA)
+        masks[i] = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img[..., ::-1]), boxes, classes, masks
+
+
+def cls_sample(seed: int) -> tuple[np.ndarray, int]:
+    """(RGB 128x128 uint8 stretched image, label)."""
+    scene = generate_classification_scene(seed)
+    img = _jpeg_roundtrip(scene.image, seed)
+    img = cv2.resize(img, (CLS_SIZE, CLS_SIZE), interpolation=cv2.INTER_LINEAR)
+    assert scene.label is not None
+    return np.ascontiguousarray(img[..., ::-1]), scene.label
+
+
+def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
+    """Stack det samples; worker processes only speed it up, order stays by seed."""
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            samples = pool.map(det_sample, seeds, chunksize=64)
+    else:
+        samples = [det_sample(s) for s in seeds]
+    return {
+        "images": np.stack([s[0] for s in samples]),
+        "boxes": np.stack([s[1] for s in samples]),
+        "classes": np.stack([s[2] for s in samples]),
+        "masks": np.stack([s[3] for s in samples]),
+    }
+
+
+def build_cls_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
+    """Stack classification samples in seed order."""
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            samples = pool.map(cls_sample, seeds, chunksize=64)
+    else:
+        samples = [cls_sample(s) for s in seeds]
+    return {
+        "images": np.stack([s[0] for s in samples]),
+        "labels": np.asarray([s[1] for s in samples], np.int64),
+    }

@@ -1,0 +1,212 @@
+"""Small anchor-free detector/segmenter and classifier for the procedural shapes.
+
+Layouts follow the Roboflow YOLOv8 ONNX exports the daemon decodes: the export
+wrappers below decode boxes to cx, cy, w, h in network pixels and apply the
+class sigmoid inside the graph, so the training modules can stay raw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NUM_CLASSES = 4
+NUM_MASK_COEFFS = 32
+STRIDES = (8, 16, 32)
+DET_SIZE = 320
+CLS_SIZE = 128
+
+
+class ConvBnAct(nn.Module):
+    """Conv + BatchNorm + SiLU, the basic unit everywhere."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, s, k // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, momentum=0.03, eps=1e-3)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Residual(nn.Module):
+    """Two 3x3 convs with a skip (optionally through a narrower middle)."""
+
+    def __init__(self, c: int, hidden: int | None = None) -> None:
+        super().__init__()
+        h = hidden or c
+        self.a = ConvBnAct(c, h, 3)
+        self.b = ConvBnAct(h, c, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+
+class Backbone(nn.Module):
+    """Strided CNN returning features at strides 8, 16 and 32.
+
+    Capacity sits at stride 8 (small objects); deeper levels use narrower
+    residual middles to keep the ONNX file under 3 MB.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(ConvBnAct(3, 16, 3, 2), ConvBnAct(16, 32, 3, 2))
+        self.s8 = nn.Sequential(ConvBnAct(32, 64, 3, 2), Residual(64))
+        self.s16 = nn.Sequential(ConvBnAct(64, 80, 3, 2), Residual(80, 48))
+        self.s32 = nn.Sequential(ConvBnAct(80, 112, 3, 2), Residual(112, 48))
+        self.channels = (64, 80, 112)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p3 = self.s8(self.stem(x))
+        p4 = self.s16(p3)
+        p5 = self.s32(p4)
+        return p3, p4, p5
+
+
+class Neck(nn.Module):
+    """FPN top-down then PAN bottom-up, all levels at width c."""
+
+    def __init__(self, chans: tuple[int, int, int], c: int = 64) -> None:
+        super().__init__()
+        c3, c4, c5 = chans
+        self.lat5 = ConvBnAct(c5, c, 1)
+        self.td4 = ConvBnAct(c4 + c, c, 3)
+        self.td3 = ConvBnAct(c3 + c, c, 3)
+        self.down3 = ConvBnAct(c, c, 3, 2)
+        self.bu4 = ConvBnAct(2 * c, c, 1)
+        self.down4 = ConvBnAct(c, c, 3, 2)
+        self.bu5 = ConvBnAct(2 * c, c, 1)
+
+    def forward(self, feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        p3, p4, p5 = feats
+        l5 = self.lat5(p5)
+        t4 = self.td4(torch.cat([p4, F.interpolate(l5, scale_factor=2.0, mode="nearest")], 1))
+        t3 = self.td3(torch.cat([p3, F.interpolate(t4, scale_factor=2.0, mode="nearest")], 1))
+        b4 = self.bu4(torch.cat([self.down3(t3), t4], 1))
+        b5 = self.bu5(torch.cat([self.down4(b4), l5], 1))
+        return [t3, b4, b5]
+
+
+class LevelHead(nn.Module):
+    """Per-level head: one shared 3x3 conv, then 1x1 class, ltrb and mask outputs."""
+
+    def __init__(self, c: int, nc: int, nm: int) -> None:
+        super().__init__()
+        self.stem = ConvBnAct(c, c, 3)
+        self.cls = nn.Conv2d(c, nc, 1)
+        self.box = nn.Conv2d(c, 4, 1)
+        self.coef = nn.Conv2d(c, nm, 1) if nm else None
+        # Rare positives: start with low class probability; boxes ~2.5 strides per side.
+        nn.init.constant_(self.cls.bias, -math.log((1 - 0.01) / 0.01))
+        nn.init.constant_(self.box.bias, math.log(math.expm1(2.5)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x = self.stem(x)
+        coef = self.coef(x) if self.coef is not None else None
+        return self.cls(x), self.box(x), coef
+
+
+class ShapesDetector(nn.Module):
+    """Detector (nm=0) or instance segmenter (nm=32) returning raw per-level maps."""
+
+    def __init__(self, nc: int = NUM_CLASSES, nm: int = NUM_MASK_COEFFS, c: int = 48) -> None:
+        super().__init__()
+        self.nc, self.nm = nc, nm
+        self.backbone = Backbone()
+        self.neck = Neck(self.backbone.channels, c)
+        self.heads = nn.ModuleList(LevelHead(c, nc, nm) for _ in STRIDES)
+        if nm:
+            self.proto = nn.Sequential(
+                ConvBnAct(c, c, 3),
+                nn.ConvTranspose2d(c, c // 2, 2, 2, bias=True),
+                nn.SiLU(),
+                ConvBnAct(c // 2, c // 2, 3),
+                nn.Conv2d(c // 2, nm, 1),
+            )
+        else:
+            self.proto = None
+
+    def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
+        feats = self.neck(self.backbone(x))
+        outs = [head(f) for head, f in zip(self.heads, feats, strict=True)]
+        protos = self.proto(feats[0]) if self.proto is not None else None
+        return outs, protos
+
+
+def make_anchors(size: int = DET_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor centres (N, 2) in network pixels and their strides (N, 1), level-major."""
+    points, strides = [], []
+    for s in STRIDES:
+        n = size // s
+        ys, xs = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        pts = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float().add(0.5).mul(s)
+        points.append(pts)
+        strides.append(torch.full((n * n, 1), float(s)))
+    return torch.cat(points), torch.cat(strides)
+
+
+def flatten_levels(outs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Concatenate per-level maps to (B, N, C) tensors in anchor order."""
+    cls = torch.cat([o[0].flatten(2) for o in outs], 2).transpose(1, 2)
+    box = torch.cat([o[1].flatten(2) for o in outs], 2).transpose(1, 2)
+    coef = None
+    if outs[0][2] is not None:
+        coef = torch.cat([o[2].flatten(2) for o in outs], 2).transpose(1, 2)
+    return cls, box, coef
+
+
+def decode_ltrb(box_logits: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+    """Box logits (B, N, 4) -> x1, y1, x2, y2 in network pixels."""
+    dist = F.softplus(box_logits) * strides
+    lt, rb = dist[..., :2], dist[..., 2:]
+    return torch.cat([anchors - lt, anchors + rb], -1)
+
+
+class ExportDetect(nn.Module):
+    """ONNX wrapper: output0 (B, 4+nc[+nm], N) and, for segmentation, output1 protos."""
+
+    def __init__(self, model: ShapesDetector, with_masks: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_masks = with_masks
+        anchors, strides = make_anchors()
+        self.register_buffer("anchors", anchors, persistent=False)
+        self.register_buffer("strides", strides, persistent=False)
+
+    def forward(self, images: torch.Tensor):
+        outs, protos = self.model(images)
+        cls, box, coef = flatten_levels(outs)
+        xyxy = decode_ltrb(box, self.anchors, self.strides)
+        cxcy = (xyxy[..., :2] + xyxy[..., 2:]) * 0.5
+        wh = xyxy[..., 2:] - xyxy[..., :2]
+        parts = [cxcy, wh, torch.sigmoid(cls)]
+        if self.with_masks:
+            assert coef is not None and protos is not None
+            parts.append(coef)
+            return torch.cat(parts, -1).transpose(1, 2), protos
+        return torch.cat(parts, -1).transpose(1, 2)
+
+
+class ShapesClassifier(nn.Module):
+    """Tiny classifier over the whole (stretched) image; returns raw logits."""
+
+    def __init__(self, nc: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ConvBnAct(3, 16, 3, 2),
+            ConvBnAct(16, 32, 3, 2),
+            Residual(32),
+            ConvBnAct(32, 64, 3, 2),
+            Residual(64),
+            ConvBnAct(64, 128, 3, 2),
+            Residual(128),
+        )
+        self.fc = nn.Linear(128, nc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
