@@ -13,10 +13,11 @@ from pathlib import Path
 
 from edge_daemon.config import Settings
 from edge_daemon.errors import ApiError
+from edge_daemon.hashing import sha256_file
 from edge_daemon.inference import LoadedModel
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.metadata import normalise_task, read_metadata
-from edge_daemon.models.store import ModelId, ModelStore, sha256_file
+from edge_daemon.models.store import ModelId, ModelStore
 from edge_daemon.progress import ProgressReporter
 
 RESIZE_FORMATS = ("Stretch to", "Fit (black edges) in", "Fit (white edges) in", "Fit (grey edges) in")

@@ -14,17 +14,9 @@ import requests
 
 from edge_daemon.models.store import verify_folder
 from tests.support.daemon import DaemonProcess, ThreadedDaemon
+from tests.support.images import solid_png
 from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, slow_detector, write_model
 from tests.support.registry import RegistryServer
-
-
-def _red_png() -> bytes:
-    import cv2
-    import numpy as np
-
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[:] = (0, 0, 255)
-    return cv2.imencode(".png", image)[1].tobytes()
 
 
 @pytest.fixture
@@ -49,11 +41,11 @@ def test_truncated_download_is_503_then_a_clean_retry(registry, make_settings):
     registry.state.truncate_weights = True
     settings = make_settings(api_url=registry.url, api_key="good-key", registry_timeout=2)
     with ThreadedDaemon(settings) as server:
-        cut = requests.post(server.url + "/remote/3", data=_red_png())
+        cut = requests.post(server.url + "/remote/3", data=solid_png())
         assert cut.status_code == 503, cut.text
         assert _cache_entries(Path(settings.cache_dir)) == []
         registry.state.truncate_weights = False
-        assert requests.post(server.url + "/remote/3", data=_red_png()).status_code == 200
+        assert requests.post(server.url + "/remote/3", data=solid_png()).status_code == 200
     entry = Path(settings.cache_dir) / "models" / "remote" / "3"
     verify_folder(entry)
     assert not any((Path(settings.cache_dir) / "models" / ".staging").iterdir())
@@ -62,7 +54,7 @@ def test_truncated_download_is_503_then_a_clean_retry(registry, make_settings):
 def test_slow_registry_times_out_with_503(registry, make_settings):
     registry.state.delay = 3.0
     with ThreadedDaemon(make_settings(api_url=registry.url, api_key="good-key", registry_timeout=0.5)) as server:
-        response = requests.post(server.url + "/remote/3", data=_red_png())
+        response = requests.post(server.url + "/remote/3", data=solid_png())
     assert response.status_code == 503
     assert "good-key" not in response.text
 
@@ -71,7 +63,7 @@ def test_kill_9_during_download_leaves_no_entry_and_restart_recovers(registry, m
     cache = tmp_path / "cache"
     registry.state.stall_after_half = 30.0
     first = DaemonProcess(_daemon_args(model_store, cache, registry), log_path=tmp_path / "first.log").wait_ready()
-    caller = threading.Thread(target=lambda: _swallow(lambda: requests.post(first.url + "/remote/3", data=_red_png(),
+    caller = threading.Thread(target=lambda: _swallow(lambda: requests.post(first.url + "/remote/3", data=solid_png(),
                                                                            timeout=60)), daemon=True)
     caller.start()
     deadline = time.monotonic() + 20
@@ -88,7 +80,7 @@ def test_kill_9_during_download_leaves_no_entry_and_restart_recovers(registry, m
     registry.state.stall_after_half = 0.0
     second = DaemonProcess(_daemon_args(model_store, cache, registry), log_path=tmp_path / "second.log").wait_ready()
     try:
-        response = requests.post(second.url + "/remote/3?confidence=0.5", data=_red_png())
+        response = requests.post(second.url + "/remote/3?confidence=0.5", data=solid_png())
         assert response.status_code == 200, second.log()
         assert [p["class"] for p in response.json()["predictions"]] == ["red", "red"]
     finally:
@@ -107,7 +99,7 @@ def test_two_processes_sharing_a_cache_download_once(registry, model_store, tmp_
             daemon.wait_ready()
         results: list[int] = []
         threads = [threading.Thread(target=lambda d=d: results.append(
-            requests.post(d.url + "/remote/3", data=_red_png(), timeout=60).status_code)) for d in daemons]
+            requests.post(d.url + "/remote/3", data=solid_png(), timeout=60).status_code)) for d in daemons]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -129,10 +121,10 @@ def test_disk_full_while_writing_is_507_and_nothing_half_written(registry, model
     daemon = DaemonProcess(_daemon_args(model_store, cache, registry), log_path=tmp_path / "daemon.log",
                            preexec_fn=small_disk).wait_ready()
     try:
-        response = requests.post(daemon.url + "/remote/3", data=_red_png())
+        response = requests.post(daemon.url + "/remote/3", data=solid_png())
         assert response.status_code == 507, response.text
         assert "could not write model remote/3 to the cache" in response.json()["message"]
-        assert requests.post(daemon.url + "/colour/1", data=_red_png()).status_code == 200  # still serving
+        assert requests.post(daemon.url + "/colour/1", data=solid_png()).status_code == 200  # still serving
     finally:
         daemon.stop()
     assert _cache_entries(cache) == []
@@ -145,7 +137,7 @@ def test_registry_garbage_is_502(tmp_path, make_settings):
         server.add_model("junk/1", source, COLOUR_CLASSES)
         server.state.models["junk/1"].environment = "not json at all"  # type: ignore[assignment]
         with ThreadedDaemon(make_settings(api_url=server.url, api_key="good-key")) as daemon:
-            response = requests.post(daemon.url + "/junk/1", data=_red_png())
+            response = requests.post(daemon.url + "/junk/1", data=solid_png())
     assert response.status_code == 502
 
 

@@ -8,12 +8,12 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_daemon.config import markdown_reference
 from tests.support.daemon import REPO_ROOT, DaemonProcess
+from tests.support.images import solid_png
 from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, write_model
 from tests.support.registry import RegistryServer
 
@@ -101,7 +101,7 @@ def test_readiness_flips_when_preloaded_model_is_ready(tmp_path, model_store):
             assert first.json()["waiting_for"] == ["remote/3"]
             assert first.json()["models"]["remote/3"]["state"] in {"loading", "downloading"}
             # Other models answer while the preload is still downloading.
-            assert requests.post(daemon.url + "/colour/1", data=_red_png()).status_code == 200
+            assert requests.post(daemon.url + "/colour/1", data=solid_png()).status_code == 200
             deadline = time.monotonic() + 30
             while requests.get(daemon.url + "/readiness").status_code != 200:
                 assert time.monotonic() < deadline, daemon.log()
@@ -122,12 +122,12 @@ def test_request_for_a_model_still_loading_gets_503_retry_after(tmp_path, make_s
         registry.add_model("slow/1", source, COLOUR_CLASSES)
         registry.state.delay = 3.0
         with ThreadedDaemon(make_settings(api_url=registry.url, api_key="good-key", load_wait=0.5)) as server:
-            waiting = requests.post(server.url + "/slow/1", data=_red_png())
+            waiting = requests.post(server.url + "/slow/1", data=solid_png())
             assert waiting.status_code == 503
             assert waiting.headers["Retry-After"] == "5"
             assert "still" in waiting.json()["message"]
             deadline = time.monotonic() + 20
-            while (answer := requests.post(server.url + "/slow/1", data=_red_png())).status_code == 503:
+            while (answer := requests.post(server.url + "/slow/1", data=solid_png())).status_code == 503:
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
             assert answer.status_code == 200
@@ -198,9 +198,5 @@ def test_readme_configuration_table_is_generated_from_the_options():
     assert "EDGE_DAEMON_MAX_ACTIVE_MODELS" in help_text and "--log-format" in help_text
 
 
-def _red_png() -> bytes:
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[:] = (0, 0, 255)
-    return cv2.imencode(".png", image)[1].tobytes()
 
 

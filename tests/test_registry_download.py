@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.support.daemon import DaemonProcess, ThreadedDaemon
+from tests.support.images import solid_png
 from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, write_model
 from tests.support.registry import RegistryServer
 
@@ -22,13 +23,6 @@ def registry(tmp_path: Path):
         yield server
 
 
-def _red_png() -> bytes:
-    import cv2
-    import numpy as np
-
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[:] = (0, 0, 255)
-    return cv2.imencode(".png", image)[1].tobytes()
 
 
 def test_first_request_downloads_once_then_restart_serves_offline(registry, tmp_path, model_store):
@@ -37,11 +31,11 @@ def test_first_request_downloads_once_then_restart_serves_offline(registry, tmp_
             "--threads", "4", "--ort-threads", "1"]
     first = DaemonProcess(args, log_path=tmp_path / "first.log").wait_ready()
     try:
-        response = requests.post(first.url + "/remote/3?api_key=good-key&confidence=0.5", data=_red_png())
+        response = requests.post(first.url + "/remote/3?api_key=good-key&confidence=0.5", data=solid_png())
         assert response.status_code == 200, response.text
         expected = response.json()["predictions"]
         assert [p["class"] for p in expected] == ["red", "red"]
-        again = requests.post(first.url + "/remote/3?confidence=0.5", data=_red_png())  # no key needed now
+        again = requests.post(first.url + "/remote/3?confidence=0.5", data=solid_png())  # no key needed now
         assert again.status_code == 200
     finally:
         first.stop()
@@ -56,7 +50,7 @@ def test_first_request_downloads_once_then_restart_serves_offline(registry, tmp_
     registry.stop()  # the registry is gone; a restarted daemon must not need it
     second = DaemonProcess(args, log_path=tmp_path / "second.log").wait_ready()
     try:
-        response = requests.post(second.url + "/remote/3?confidence=0.5", data=_red_png())
+        response = requests.post(second.url + "/remote/3?confidence=0.5", data=solid_png())
         assert response.status_code == 200, response.text
         assert [(p["class"], p["x"], p["y"]) for p in response.json()["predictions"]] == [
             (p["class"], p["x"], p["y"]) for p in expected]
@@ -72,7 +66,7 @@ def test_twenty_concurrent_first_requests_download_once(registry, make_settings)
 
         def call() -> None:
             barrier.wait()
-            results.append(requests.post(daemon.url + "/remote/3", data=_red_png(), timeout=60).status_code)
+            results.append(requests.post(daemon.url + "/remote/3", data=solid_png(), timeout=60).status_code)
 
         threads = [threading.Thread(target=call) for _ in range(20)]
         for thread in threads:
@@ -90,7 +84,7 @@ def test_twenty_concurrent_first_requests_download_once(registry, make_settings)
 ])
 def test_registry_errors_map_to_clear_statuses(registry, make_settings, model, key, status, words):
     with ThreadedDaemon(make_settings(api_url=registry.url)) as daemon:
-        response = requests.post(f"{daemon.url}/{model}?api_key={key}", data=_red_png())
+        response = requests.post(f"{daemon.url}/{model}?api_key={key}", data=solid_png())
     assert response.status_code == status
     message = response.json()["message"]
     assert words in message
@@ -100,7 +94,7 @@ def test_registry_errors_map_to_clear_statuses(registry, make_settings, model, k
 
 def test_unreachable_registry_is_503(make_settings):
     with ThreadedDaemon(make_settings(api_url="http://127.0.0.1:9")) as daemon:
-        response = requests.post(f"{daemon.url}/remote/3?api_key=secret-key-123", data=_red_png())
+        response = requests.post(f"{daemon.url}/remote/3?api_key=secret-key-123", data=solid_png())
     assert response.status_code == 503
     assert "secret-key-123" not in response.text
 
@@ -111,7 +105,7 @@ def test_registry_serving_a_broken_model_is_502_and_nothing_is_cached(tmp_path, 
         server.add_model("junk/1", broken, COLOUR_CLASSES)
         settings = make_settings(api_url=server.url, api_key="good-key")
         with ThreadedDaemon(settings) as daemon:
-            response = requests.post(f"{daemon.url}/junk/1", data=_red_png())
+            response = requests.post(f"{daemon.url}/junk/1", data=solid_png())
     assert response.status_code == 502
     assert "unusable model" in response.json()["message"]
     assert not (Path(settings.cache_dir) / "models" / "junk" / "1").exists()
@@ -120,11 +114,11 @@ def test_registry_serving_a_broken_model_is_502_and_nothing_is_cached(tmp_path, 
 def test_corrupted_cache_entry_is_fetched_again(registry, make_settings):
     settings = make_settings(api_url=registry.url, api_key="good-key")
     with ThreadedDaemon(settings) as daemon:
-        assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
+        assert requests.post(f"{daemon.url}/remote/3", data=solid_png()).status_code == 200
     weights = Path(settings.cache_dir) / "models" / "remote" / "3" / "weights.onnx"
     weights.write_bytes(weights.read_bytes()[:-10])  # bit rot / truncated by a disk fault
     with ThreadedDaemon(settings) as daemon:
-        assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
+        assert requests.post(f"{daemon.url}/remote/3", data=solid_png()).status_code == 200
     assert registry.state.weight_downloads == {"remote/3": 2}
 
 
@@ -132,7 +126,7 @@ def test_local_store_wins_over_registry(registry, make_settings, tmp_path):
     local = tmp_path / "local-store"
     write_model(local, "remote/3", colour_detector("yolov8"), colour_environment())
     with ThreadedDaemon(make_settings(api_url=registry.url, models_dir=str(local))) as daemon:
-        assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
+        assert requests.post(f"{daemon.url}/remote/3", data=solid_png()).status_code == 200
     assert registry.state.artifact_requests == []
 
 
@@ -140,14 +134,14 @@ def test_evicted_model_is_reloaded_from_cache_without_download(registry, make_se
     settings = make_settings(api_url=registry.url, api_key="good-key", max_active_models=1)
     with ThreadedDaemon(settings) as daemon:
         manager = daemon.service.manager
-        assert requests.post(f"{daemon.url}/remote/3", data=_red_png()).status_code == 200
+        assert requests.post(f"{daemon.url}/remote/3", data=solid_png()).status_code == 200
         weights = Path(settings.cache_dir) / "models" / "remote" / "3" / "weights.onnx"
         before = weights.stat()
-        assert requests.post(f"{daemon.url}/colour/1", data=_red_png()).status_code == 200  # evicts remote/3
+        assert requests.post(f"{daemon.url}/colour/1", data=solid_png()).status_code == 200  # evicts remote/3
         assert [m["model_id"] for m in requests.get(f"{daemon.url}/model/registry").json()["models"]] == ["colour/1"]
         assert manager.evictions == 1
         assert weights.exists() and weights.stat().st_mtime_ns == before.st_mtime_ns  # files stay
-        again = requests.post(f"{daemon.url}/remote/3", data=_red_png())
+        again = requests.post(f"{daemon.url}/remote/3", data=solid_png())
         assert again.status_code == 200
         assert registry.state.weight_downloads == {"remote/3": 1}
         assert len(registry.state.artifact_requests) == 1  # not even a metadata call

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from edge_daemon import systemd_notify
 from tests.support.daemon import DaemonProcess, ThreadedDaemon
+from tests.support.images import solid_png
 from tests.support.notify_socket import NotifySocket
 from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, write_model
 from tests.support.registry import RegistryServer
@@ -32,10 +32,6 @@ def registry(tmp_path: Path) -> Iterator[RegistryServer]:
         yield server
 
 
-def _red_png() -> bytes:
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[:] = (0, 0, 255)
-    return cv2.imencode(".png", image)[1].tobytes()
 
 
 def _start(tmp_path: Path, registry: RegistryServer, notify: NotifySocket, *extra: str) -> DaemonProcess:
@@ -71,7 +67,7 @@ def test_ready_status_watchdog_stopping_and_in_flight_request_finishes(tmp_path,
             assert gaps.max() < WATCHDOG_USEC / 1e6, f"a ping every interval at least; gaps {gaps}"
 
             # A request half-sent when SIGTERM arrives still gets its answer.
-            body = _red_png()
+            body = solid_png()
             client = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
             client.sendall(f"POST /remote/3?confidence=0.5 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])

@@ -13,8 +13,9 @@ from typing import Any
 
 import falcon
 
+from edge_daemon.api.multipart import read_form
 from edge_daemon.api.openapi import OpenApiRegistry, Operation
-from edge_daemon.errors import ApiError, BadRequest, PayloadTooLarge
+from edge_daemon.errors import ApiError, BadRequest
 from edge_daemon.images.decode import ImageSource
 from edge_daemon.inference import InferenceParams
 from edge_daemon.models.store import ModelId
@@ -27,20 +28,7 @@ DEFAULT_MIN_CONFIDENCE = 0.4
 def _form(req: falcon.Request, limit: int) -> tuple[bytes, dict[str, str]]:
     if not (req.content_type or "").lower().startswith("multipart/form-data"):
         raise BadRequest("send multipart/form-data with the picture in the field 'image'")
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-    image = b""
-    fields: dict[str, str] = {}
-    try:
-        for part in req.get_media():
-            if part.name == "image":
-                image = part.stream.read(limit + 1)
-                if len(image) > limit:
-                    raise PayloadTooLarge(f"image is larger than the {limit}-byte limit")
-            elif part.name:
-                fields[part.name] = part.stream.read(1024).decode("utf-8", "replace")
-    except falcon.MediaMalformedError:
-        raise BadRequest("multipart body is malformed") from None
+    image, fields = read_form(req, limit, "image")
     if not image:
         raise BadRequest("no image: send the picture in the multipart field 'image'")
     return image, fields

@@ -19,6 +19,7 @@ import falcon
 from pydantic import BaseModel, ValidationError
 
 from edge_daemon.api.access_control import registry_key
+from edge_daemon.api.multipart import read_form
 from edge_daemon.api.schemas import InferenceOptions, LegacyJsonBody, LegacyQueryParameters, describe_validation_error
 from edge_daemon.errors import BadRequest, PayloadTooLarge, Unprocessable
 from edge_daemon.images.decode import IMAGE_TYPES, ImageSource, decode_base64, looks_like_encoded_image
@@ -135,18 +136,10 @@ def _body_source(body: bytes, image_type: str) -> ImageSource:
 
 
 def _multipart_file(req: falcon.Request, limit: int) -> bytes:
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-    try:
-        for part in req.get_media():
-            if part.name == "file":
-                data = part.stream.read(limit + 1)
-                if len(data) > limit:
-                    raise PayloadTooLarge(f"uploaded file is larger than the {limit}-byte limit")
-                return data
-    except falcon.MediaMalformedError:
-        raise BadRequest("multipart body is malformed") from None
-    raise BadRequest("multipart request has no part named 'file' holding the image")
+    data, _ = read_form(req, limit, "file")
+    if not data:
+        raise BadRequest("multipart request has no part named 'file' holding the image")
+    return data
 
 
 def parse_legacy_request(req: falcon.Request, max_body_bytes: int, max_batch: int) -> ParsedRequest:

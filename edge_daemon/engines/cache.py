@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from edge_daemon.hashing import sha256_bytes, sha256_file
+
 log = logging.getLogger(__name__)
 
 ENGINES_DIR = "engines"
@@ -43,18 +44,6 @@ T = TypeVar("T")
 
 
 # ----- keys -----------------------------------------------------------------------------------------------
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class KeyInputs:
     """Everything a compiled engine depends on; its canonical JSON hashes to the cache key."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_daemon import __version__
 from edge_daemon.engines.base import Engine, EngineBuild
-from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome, sha256_bytes, write_atomic
+from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome, write_atomic
 from edge_daemon.engines.cuda_binding import ImportModule, load_cuda_binding
 from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine, ort
 from edge_daemon.engines.selection import BackendChoice, choose_backend
@@ -27,6 +27,7 @@ from edge_daemon.engines.tensorrt_engine import (
     build_plan,
     make_logger,
 )
+from edge_daemon.hashing import sha256_bytes
 from edge_daemon.platform.probe import PlatformInfo, current_platform
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ power cut leaves either the whole model or nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_daemon.errors import BadRequest, ModelArtifactError
+from edge_daemon.hashing import sha256_file
 
 WEIGHTS = "weights.onnx"
 ENVIRONMENT = "environment.json"
@@ -57,14 +57,6 @@ class ModelId:
 
     def __str__(self) -> str:
         return f"{self.project}/{self.version}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, model_id: ModelId) -> None:
