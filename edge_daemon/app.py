@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import falcon
+import orjson
 
 from edge_daemon.api import access_control, deepstack, docs, errors, health, infer, legacy, model_management
 from edge_daemon.api.access_log import AccessLogMiddleware
@@ -31,6 +32,10 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     app = DaemonApp(service, registry, metrics)
     metrics.queued.set_function(lambda: service.gate.waiting)
     app.req_options.strip_url_path_trailing_slash = True
+    # orjson: a 100-instance segmentation answer serialises in 0.4 ms instead of 4.8 ms (see README).
+    json_handler = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
     docs.register(app, registry)
     health.register(app, registry, service)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import falcon
+import orjson
 from pydantic import BaseModel
 
 from edge_daemon.api.request_parsing import read_body, validate_model
@@ -18,7 +19,7 @@ def read_json_object(req: falcon.Request, limit: int, schema: type[BaseModel], a
     if not body.strip() and allow_empty:
         return schema.model_validate({})
     try:
-        document = json.loads(body)
+        document = orjson.loads(body)
     except RecursionError:
         raise BadRequest("request body JSON is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from edge_daemon.api.access_control import registry_key
@@ -185,7 +186,7 @@ def _maybe_json(body: bytes, content_type: str) -> Any:
     if head not in (b"{", b"[", b'"'):
         return None
     try:
-        document = json.loads(body)
+        document = orjson.loads(body)
     except RecursionError:
         raise BadRequest("request body JSON is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
