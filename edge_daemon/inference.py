@@ -67,11 +67,12 @@ def _input_size(engine: Engine, metadata: ModelMetadata) -> tuple[int, int]:
 
 class LoadedModel:
     def __init__(self, model_id: str, folder: Path, engine: Engine | None = None, intra_op_threads: int = 0,
-                 gate: EngineGate | None = None, batch_window: float = 0.0, max_batch: int = 16):
+                 gate: EngineGate | None = None, batch_window: float = 0.0, max_batch: int = 16,
+                 metadata: ModelMetadata | None = None):
         self.model_id = model_id
         self.folder = folder
         self.gate = gate
-        self.metadata = read_metadata(folder, model_id)
+        self.metadata = metadata or read_metadata(folder, model_id)
         self.engine = engine or create_engine(folder / WEIGHTS, intra_op_threads=intra_op_threads)
         self.input_width, self.input_height = _input_size(self.engine, self.metadata)
         batch_dim = self.engine.inputs[0].shape[0]

@@ -257,7 +257,7 @@ class ModelManager:
             input_hw = None
         engine = create_engine(folder / WEIGHTS, model_id=str(model_id),
                                options=engine_options(self.settings, input_hw=input_hw))
-        return LoadedModel(str(model_id), folder, engine=engine, gate=self.gate,
+        return LoadedModel(str(model_id), folder, engine=engine, gate=self.gate, metadata=metadata,
                            batch_window=self.settings.batch_window_ms / 1000, max_batch=self.settings.max_batch)
 
     @contextmanager
