@@ -82,6 +82,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_allow_private", _parse_bool, lambda: True,
            "allow image URLs on private LAN addresses (cameras live there)"),
     Option("url_allow_loopback", _parse_bool, lambda: False, "allow image URLs that resolve to loopback"),
+    Option("url_allow_hosts", _parse_list, list,
+           "if set, image URLs only from these host names or CIDRs (they may also open loopback/private)"),
+    Option("url_deny_hosts", _parse_list, list, "image URLs never from these host names or CIDRs"),
     Option("url_max_bytes", int, lambda: 20 * 1024 * 1024, "largest image fetched from a URL, in bytes"),
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
@@ -140,6 +143,8 @@ class Settings:
     allow_url_input: bool = True
     url_allow_private: bool = True
     url_allow_loopback: bool = False
+    url_allow_hosts: list[str] = field(default_factory=list)
+    url_deny_hosts: list[str] = field(default_factory=list)
     url_max_bytes: int = 20 * 1024 * 1024
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 # Edge latencies: a millisecond of post-processing up to a ten-second cold start.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOAD_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
-STATES = ("downloading", "loading", "ready", "failed")
+STATES = ("loading", "downloading", "building", "ready", "failed")
 
 
 class Metrics:

@@ -79,7 +79,8 @@ class InferenceService:
             allow_url=settings.allow_url_input,
             url_policy=UrlPolicy(allow_private=settings.url_allow_private,
                                  allow_loopback=settings.url_allow_loopback,
-                                 max_bytes=settings.url_max_bytes, timeout=settings.url_timeout),
+                                 max_bytes=settings.url_max_bytes, timeout=settings.url_timeout,
+                                 allow=tuple(settings.url_allow_hosts), deny=tuple(settings.url_deny_hosts)),
             max_pixels=settings.max_image_pixels,
         )
 

@@ -294,3 +294,25 @@ def test_error_messages_never_echo_keys(make_settings, colour_jpeg):
         metrics = requests.get(server.url + "/metrics").text
     assert "leaky-key-42" not in response.text and "leaky-key-42" not in metrics
     assert json.loads(response.text)["message"]
+
+
+def test_url_allow_and_deny_lists(make_settings, colour_jpeg):
+    """An allow list (host or CIDR) is the only way in; a deny list always wins."""
+    from tests.support.registry import RegistryServer as FileServer
+
+    with FileServer() as files:
+        files.state.models["img/1"] = type("M", (), {"weights": colour_jpeg})()
+        port = files.url.rsplit(":", 1)[1]
+
+        def fetch(settings_kwargs: dict, host: str) -> requests.Response:
+            with ThreadedDaemon(make_settings(**settings_kwargs)) as server:
+                url = f"http://{host}:{port}/files/img/1/weights.onnx"
+                return requests.post(server.url + "/colour/1", json={"image": {"type": "url", "value": url}})
+
+        assert fetch({"url_allow_hosts": ["127.0.0.0/8"]}, "127.0.0.1").status_code == 200  # opens loopback
+        refused = fetch({"url_allow_hosts": ["10.0.0.0/8", "camera.lan"]}, "127.0.0.1")
+        assert refused.status_code == 400 and "allow list" in refused.json()["message"]
+        denied = fetch({"url_allow_loopback": True, "url_deny_hosts": ["localhost"]}, "localhost")
+        assert denied.status_code == 400 and "deny list" in denied.json()["message"]
+        denied_cidr = fetch({"url_allow_hosts": ["127.0.0.0/8"], "url_deny_hosts": ["127.0.0.1/32"]}, "127.0.0.1")
+        assert denied_cidr.status_code == 400 and "deny list" in denied_cidr.json()["message"]

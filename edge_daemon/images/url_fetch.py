@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 from edge_daemon.errors import BadRequest, PayloadTooLarge
 
 _REDIRECTS = {301, 302, 303, 307, 308}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,47 @@ class UrlPolicy:
     max_bytes: int = 20 * 1024 * 1024
     timeout: float = 10.0
     max_redirects: int = 5
+    allow: tuple[str, ...] = ()  # host names or CIDRs; when given, only these are fetched from
+    deny: tuple[str, ...] = ()   # host names or CIDRs never fetched from
+
+    def _matches(self, entries: tuple[str, ...], host: str, address: IPAddress) -> bool:
+        for entry in entries:
+            if "/" in entry or _is_ip(entry):
+                try:
+                    if address in ipaddress.ip_network(entry, strict=False):
+                        return True
+                except ValueError:
+                    continue
+            elif host.lower().rstrip(".") == entry.lower().rstrip("."):
+                return True
+        return False
+
+    def listed(self, host: str, address: IPAddress) -> str | None:
+        """'deny' or 'not-allowed' when the lists refuse this host/address, 'allow' when explicitly allowed."""
+        if self._matches(self.deny, host, address):
+            return "deny"
+        if self.allow:
+            return "allow" if self._matches(self.allow, host, address) else "not-allowed"
+        return None
 
 
-def _address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: UrlPolicy) -> str | None:
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    """::ffff:a.b.c.d is judged as a.b.c.d (no bypass through IPv4-mapped IPv6)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def _address_refusal(address: IPAddress, policy: UrlPolicy) -> str | None:
     if address.is_loopback:
         return None if policy.allow_loopback else "loopback"
     if address.is_link_local:
@@ -53,7 +90,15 @@ def _resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
         raise BadRequest(f"image URL host {host!r} could not be resolved: {error}") from None
     addresses = [info[4][0] for info in infos]
     for text in addresses:
-        refusal = _address_refusal(ipaddress.ip_address(text.split("%")[0]), policy)
+        address = _unmapped(ipaddress.ip_address(text.split("%")[0]))
+        verdict = policy.listed(host, address)
+        if verdict == "deny":
+            raise BadRequest(f"image URL host {host!r} is on this server's deny list")
+        if verdict == "not-allowed":
+            raise BadRequest(f"image URL host {host!r} is not on this server's allow list")
+        if verdict == "allow":
+            continue
+        refusal = _address_refusal(address, policy)
         if refusal:
             raise BadRequest(f"image URL host {host!r} resolves to a {refusal} address, which is not allowed")
     if not addresses:

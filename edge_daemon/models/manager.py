@@ -47,7 +47,7 @@ class ModelEvents(Protocol):
 @dataclass
 class ModelStatus:
     model_id: str
-    state: str  # downloading | loading | ready | failed
+    state: str  # loading (resolving files) | downloading | building (engine) | ready | failed
     since: float = field(default_factory=time.time)
     source: str | None = None  # local | cache | registry
     error: str | None = None
@@ -247,7 +247,7 @@ class ModelManager:
 
     def _instantiate(self, model_id: ModelId, folder: Path) -> LoadedModel:
         """Compile (or load from the engine cache) the engine for this device, then wrap it for serving."""
-        self._set_state(str(model_id), "loading")
+        self._set_state(str(model_id), "building")
         self.engine_loads += 1
         metadata = read_metadata(folder, str(model_id))
         resize = metadata.preprocessing.get("resize") or {}
