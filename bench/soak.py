@@ -101,6 +101,8 @@ def main() -> int:
               "failure_examples": failures[:10], "rss_start_mb": round(rss_start / 2**20, 1),
               "rss_end_mb": round(rss_end / 2**20, 1), "rss_peak_mb": round(max(samples or [rss_end]) / 2**20, 1),
               "rss_growth_pct": round((rss_end / rss_start - 1) * 100, 1), "daemon_alive_at_end": alive,
+              # one sample a minute: growth that levels off is allocator warm-up, steady growth is a leak
+              "rss_by_minute_mb": [round(value / 2**20, 1) for value in samples[11::12]],
               "cpus": os.cpu_count(), "by_kind": counts}
     print(json.dumps(report, indent=2))
     return 0 if not failures and alive else 1
