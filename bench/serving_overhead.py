@@ -152,7 +152,7 @@ def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: 
     rows.append(summarise("in-process pipeline", 1, latencies, wall, split))
 
     # (c) HTTP through a real daemon process on loopback, raw JPEG body, keep-alive sessions.
-    daemon_args = ["--cache-dir", cache, "--api-url", "", "--ort-threads", str(args.threads)]
+    daemon_args = ["--cache-dir", cache, "--api-url", "", "--ort-threads", str(args.threads), *args.daemon_args]
     if models_dir:
         daemon_args += ["--models-dir", models_dir]
     daemon = DaemonProcess(daemon_args).wait_ready(60)
@@ -201,6 +201,8 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     parser.add_argument("--output", type=Path, default=None, help="also append JSON lines to this file")
+    parser.add_argument("--daemon-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `edge-daemon serve` flags for the HTTP runs (last on the line)")
     args = parser.parse_args()
     rows: list[dict] = []
     for model_name in args.models.split(","):

@@ -52,6 +52,7 @@ class EngineOptions:
     trt_max_batch: int = 4
     trt_builder_optimization_level: int | None = None
     ort_optimization: str = "extended"     # level baked into the cached graph; "all" adds x86 layout passes
+    ort_spinning: bool = True              # idle ORT threads spin (ORT's default); off suits tiny models
     input_hw: tuple[int, int] | None = None
     import_module: ImportModule = field(default=importlib.import_module, compare=False, repr=False)
 
@@ -72,6 +73,7 @@ def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
         "trt_workspace_bytes": int(workspace_mib) << 20 if workspace_mib else defaults.trt_workspace_bytes,
         "trt_max_batch": getattr(settings, "trt_max_batch", defaults.trt_max_batch),
         "ort_optimization": getattr(settings, "ort_optimization", defaults.ort_optimization),
+        "ort_spinning": getattr(settings, "ort_spinning", defaults.ort_spinning),
     }
     values.update(overrides)
     return EngineOptions(**values)
@@ -81,7 +83,7 @@ def compile_engine(weights: Path, model_id: str, options: EngineOptions, platfor
                    choice: BackendChoice | None = None) -> Engine:
     """The engine for `weights`, built or loaded from `options.cache_dir`, on the backend this box supports."""
     if options.cache_dir is None:
-        return OnnxRuntimeEngine(weights, intra_op_threads=options.intra_op_threads)
+        return OnnxRuntimeEngine(weights, intra_op_threads=options.intra_op_threads, spinning=options.ort_spinning)
     cache = EngineCache(options.cache_dir)
     info = platform or current_platform()
     if choice is None:
@@ -132,8 +134,9 @@ def _onnxruntime(weights: Path, onnx_bytes: bytes, model_id: str, options: Engin
     outcome = cache.get_or_build(
         model_id, inputs, ORT_ARTIFACT,
         build=lambda path: OnnxRuntimeEngine(weights, threads, providers, optimization=level,
-                                             save_optimized_to=path),
-        load=lambda path: OnnxRuntimeEngine(path, threads, providers, optimization="none"),
+                                             save_optimized_to=path, spinning=options.ort_spinning),
+        load=lambda path: OnnxRuntimeEngine(path, threads, providers, optimization="none",
+                                            spinning=options.ort_spinning),
         extra_metadata=_versions())
     engine = outcome.value
     _record(engine, outcome, "onnxruntime", ort.__version__, "fp32")
