@@ -1,6 +1,6 @@
 """Dynamic batching: concurrent requests for one model are gathered for a few milliseconds and run as one
-engine batch, then each request gets its own rows back. Only for engines with a dynamic batch dimension;
-off by default on CPU, where it rarely pays (see bench/batching.py)."""
+engine batch, then each request gets its own rows back. Only for engines with a dynamic batch dimension.
+A request that is alone in the model runs at once: the window costs nothing without concurrency."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ class _Pending:
 
 class DynamicBatcher:
     def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], max_batch: int, window_seconds: float,
-                 name: str = "batcher"):
+                 name: str = "batcher", in_flight: Callable[[], int] | None = None):
         self._run = run
+        # Requests currently inside the model: waiting only pays when others may join the batch.
+        self._in_flight = in_flight
         self.max_batch = max(1, max_batch)
         self.window = window_seconds
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
@@ -46,7 +48,8 @@ class DynamicBatcher:
         while True:
             batch = [self._queue.get()]
             size = len(batch[0].tensor)
-            deadline = time.monotonic() + self.window
+            alone = self._in_flight is not None and self._in_flight() <= 1 and self._queue.empty()
+            deadline = time.monotonic() + (0.0 if alone else self.window)
             while size < self.max_batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -119,8 +119,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cors_origins", _parse_list, list, "origins allowed by CORS (e.g. http://nvr.lan); empty: none"),
     Option("engine_slots", int, lambda: 0,
            "models run at once (0: CPUs / ort-threads, so ONNX Runtime threads never oversubscribe the cores)"),
-    Option("batch_window_ms", float, lambda: 0.0,
-           "gather concurrent requests to one model for this long and run them as one batch (0: off)"),
+    Option("batch_window_ms", float, lambda: 5.0,
+           "gather concurrent requests to one model for up to this long and run them as one batch (0: off); "
+           "a request alone in the model never waits"),
     Option("max_queue", int, lambda: 32,
            "requests that may wait for an engine; beyond it a 503 with Retry-After comes at once"),
     Option("request_timeout", float, lambda: 30.0, "seconds a request may wait for an engine before a 503"),
@@ -169,7 +170,7 @@ class Settings:
     auth_exempt: list[str] = field(default_factory=lambda: ["/healthz", "/readiness", "/metrics"])
     cors_origins: list[str] = field(default_factory=list)
     engine_slots: int = 0
-    batch_window_ms: float = 0.0
+    batch_window_ms: float = 5.0
     max_queue: int = 32
     request_timeout: float = 30.0
     deepstack_model: str = "shapes/1"

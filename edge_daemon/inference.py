@@ -86,7 +86,8 @@ class LoadedModel:
         self._retired = False
         self._closed = False
         self._lifecycle = threading.Lock()
-        self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}")
+        self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}",
+                                       in_flight=lambda: self._active)
                         if batch_window > 0 and self.batch_size is None else None)
 
     def retire(self) -> None:

@@ -240,7 +240,8 @@ def test_cors_is_closed_by_default_and_opens_for_configured_origins(make_setting
 def test_full_box_sheds_load_with_503_and_retry_after(make_settings, model_store, tmp_path, colour_jpeg):
     store = tmp_path / "slow-store"
     write_model(store, "slow/1", slow_detector(), colour_environment())
-    settings = make_settings(models_dir=str(store), engine_slots=1, max_queue=1, request_timeout=10)
+    settings = make_settings(models_dir=str(store), engine_slots=1, max_queue=1, request_timeout=10,
+                             batch_window_ms=0)  # one engine call per request, so the queue fills
     with ThreadedDaemon(settings, threads=12) as server:
         assert requests.post(server.url + "/slow/1", data=colour_jpeg).status_code == 200  # loaded
         statuses: list[tuple[int, str | None]] = []
@@ -266,7 +267,8 @@ def test_full_box_sheds_load_with_503_and_retry_after(make_settings, model_store
 def test_request_deadline_bounds_the_wait(make_settings, tmp_path, colour_jpeg):
     store = tmp_path / "slow-store"
     write_model(store, "slow/1", slow_detector(matmuls=40), colour_environment())
-    settings = make_settings(models_dir=str(store), engine_slots=1, max_queue=8, request_timeout=0.05)
+    settings = make_settings(models_dir=str(store), engine_slots=1, max_queue=8, request_timeout=0.05,
+                             batch_window_ms=0)
     with ThreadedDaemon(settings, threads=6) as server:
         requests.post(server.url + "/slow/1", data=colour_jpeg)
         results: list[int] = []
