@@ -63,3 +63,54 @@ def test_probe_build_and_cache_commands(model_store, tmp_path):
     pruned = run("cache", "prune", "--all", *common)
     assert "removed 1 engines" in pruned.stdout
     assert "0 engines" in run("cache", "ls", *common).stdout
+
+
+def test_models_answer_and_readiness_shows_building_while_another_process_builds(model_store, tmp_path,
+                                                                                 colour_jpeg):
+    """A build in progress elsewhere (this test holds the engine's build lock, as a second daemon building
+    it would) keeps colour/1 'building'; other models answer meanwhile, and readiness flips when it ends."""
+    import threading
+    import time
+
+    from edge_daemon.config import Settings
+    from edge_daemon.engines import create_engine, engine_options
+    from edge_daemon.engines.cache import EngineCache, model_slug
+
+    probe_cache = tmp_path / "probe-cache"
+    engine = create_engine(model_store / "colour" / "1" / "weights.onnx", model_id="colour/1",
+                           options=engine_options(Settings(cache_dir=str(probe_cache))))
+    key = engine.build.cache_key
+    cache = tmp_path / "cache"
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold_build_lock() -> None:
+        with EngineCache(cache).lock(model_slug("colour/1"), key):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_build_lock)
+    holder.start()
+    held.wait(10)
+    daemon = DaemonProcess(["--models-dir", str(model_store), "--cache-dir", str(cache), "--api-url", "",
+                            "--preload", "colour/1", "--load-wait", "0.5"], log_path=tmp_path / "d.log").wait_ready()
+    try:
+        deadline = time.monotonic() + 20
+        while (state := requests.get(daemon.url + "/readiness").json()["models"].get("colour/1", {}).get("state")) \
+                != "building":
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.1)
+        assert requests.get(daemon.url + "/readiness").status_code == 503
+        waiting = requests.post(daemon.url + "/colour/1", data=colour_jpeg)
+        assert waiting.status_code == 503 and "building" in waiting.json()["message"]
+        assert requests.post(daemon.url + "/colour-v5/1", data=colour_jpeg).status_code == 200
+        release.set()
+        holder.join(10)
+        while requests.get(daemon.url + "/readiness").status_code != 200:
+            assert time.monotonic() < deadline + 20, daemon.log()
+            time.sleep(0.1)
+        assert requests.post(daemon.url + "/colour/1", data=colour_jpeg).status_code == 200
+    finally:
+        release.set()
+        daemon.stop()
+    assert state == "building"
