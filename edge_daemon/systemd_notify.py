@@ -80,10 +80,6 @@ def watchdog_ping() -> bool:
     return notify(watchdog=1)
 
 
-def extend_timeout(seconds: float) -> bool:
-    return notify(extend_timeout_usec=int(seconds * 1_000_000))
-
-
 def stopping(status: str | None = None) -> bool:
     return notify(stopping=1, **({"status": status} if status else {}))
 

@@ -61,10 +61,6 @@ class PlatformInfo:
             return self.gpu.compute_capability
         return SOC_COMPUTE_CAPABILITY.get(self.soc or "") if self.is_jetson else None
 
-    @property
-    def raspberry_pi_model(self) -> str | None:
-        return self.board_model if self.device_kind == "raspberry-pi" else None
-
     def fingerprint(self) -> dict[str, str]:
         """The device facts a compiled engine depends on (part of every engine-cache key).
 
