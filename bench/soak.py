@@ -21,15 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
+from bench.process import rss_bytes
 from bench.serving_overhead import make_jpeg
 from tests.support.daemon import DaemonProcess
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> int:

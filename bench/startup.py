@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
 
+from bench.process import rss_bytes
 from bench.serving_overhead import make_jpeg
-from bench.soak import rss_bytes
 from tests.support.daemon import DaemonProcess
 
 

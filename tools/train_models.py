@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -247,6 +247,20 @@ def _to_tensor_images(images: np.ndarray, normalise: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _batch_indices(rng: np.random.Generator, n: int, batch_size: int, iters: int) -> Iterator[np.ndarray]:
+    """Sorted sample indices per iteration: epochs of a fresh permutation, a new one when one runs out.
+
+    The permutation is drawn lazily, between the caller's own uses of `rng`, exactly as an inline loop
+    would, so training stays reproducible.
+    """
+    order, pos = rng.permutation(n), 0
+    for _ in range(iters):
+        if pos + batch_size > n:
+            order, pos = rng.permutation(n), 0
+        yield np.sort(order[pos:pos + batch_size])
+        pos += batch_size
+
+
 def train_detector(
     data: dict[str, np.ndarray],
     iters: int,
@@ -265,16 +279,10 @@ def train_detector(
     opt = make_optimizer(model, lr, 5e-4)
     crit = DetLoss()
     n = len(data["images"])
-    order = rng.permutation(n)
-    pos = 0
     losses: list[float] = []
     t0 = time.perf_counter()
     model.train()
-    for it in range(iters):
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        idx = np.sort(order[pos:pos + batch_size])
-        pos += batch_size
+    for it, idx in enumerate(_batch_indices(rng, n, batch_size, iters)):
         nb = {k: v[idx].copy() for k, v in data.items()}
         _flip_det(nb, rng)
         batch = {
@@ -314,15 +322,10 @@ def train_classifier(
     ema = Ema(model, tau=100.0)
     opt = make_optimizer(model, lr, 5e-4)
     n = len(data["images"])
-    order, pos = rng.permutation(n), 0
     losses: list[float] = []
     t0 = time.perf_counter()
     model.train()
-    for it in range(iters):
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        idx = np.sort(order[pos:pos + batch_size])
-        pos += batch_size
+    for it, idx in enumerate(_batch_indices(rng, n, batch_size, iters)):
         imgs = data["images"][idx].copy()
         for i in range(len(imgs)):
             k = int(rng.integers(4))

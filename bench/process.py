@@ -1,0 +1,16 @@
+"""Facts about a running process that benchmarks report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size from /proc (Linux), 0 when unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

