@@ -102,6 +102,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("precision", str, lambda: "auto", "auto, fp16 or fp32 (fp16 only where the GPU has fast FP16)"),
     Option("trt_workspace_mib", int, lambda: 1024, "TensorRT builder workspace limit, in MiB"),
     Option("trt_max_batch", int, lambda: 4, "largest batch a TensorRT engine is built for (larger ones split)"),
+    Option("trt_retry_hours", float, lambda: 24.0,
+           "after a failed TensorRT build, serve the model on ONNX Runtime and try the build again only after "
+           "this many hours (0: at every load; `models build` always tries)"),
     Option("ort_optimization", str, lambda: "all",
            "ONNX Runtime graph optimisation saved in the engine cache: all (fastest, keyed to the CPU's "
            "instruction set) or extended (portable)"),
@@ -161,6 +164,7 @@ class Settings:
     precision: str = "auto"
     trt_workspace_mib: int = 1024
     trt_max_batch: int = 4
+    trt_retry_hours: float = 24.0
     ort_optimization: str = "all"
     ort_spinning: bool = True
     ort_threads: int = 0

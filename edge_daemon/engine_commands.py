@@ -34,11 +34,14 @@ def build(settings: Settings, model_id: str) -> int:
     if folder is None:
         folder = manager.download(parsed, settings.api_key or None)
     started = time.perf_counter()
-    engine = create_engine(folder / WEIGHTS, model_id=model_id, options=engine_options(settings))
+    # Asked for explicitly: try TensorRT even if its last build failed recently.
+    engine = create_engine(folder / WEIGHTS, model_id=model_id, options=engine_options(settings, trt_retry_hours=0))
     record = getattr(engine, "build", None)
     state = "loaded from the engine cache" if record is not None and record.cache_hit else "built"
     print(f"{model_id}: {engine.backend} engine {state} in {time.perf_counter() - started:.1f} s"
           + (f" ({record.cache_path})" if record is not None and record.cache_path else ""))
+    if record is not None and record.fallback_reason:
+        print(f"{model_id}: {record.fallback_reason}")
     print(json.dumps(CACHE_COUNTERS.snapshot()))
     return 0
 
@@ -51,6 +54,9 @@ def cache_list(settings: Settings) -> int:
               f"{entry.size_bytes / 1e6:8.1f}M {entry.build_seconds or 0:8.1f}  {entry.key[:16]}"
               + ("" if entry.valid else "  (invalid)"))
     print(f"{len(entries)} engines in {Path(settings.cache_path) / 'engines'}")
+    for failure in cache_admin.list_failures(settings.cache_path):
+        print(f"failed build: {failure.get('model_id')} on {failure.get('backend')} {failure.get('backend_version')} "
+              f"at {failure.get('failed')} (attempt {failure.get('attempts')}): {failure.get('reason')}")
     return 0
 
 

@@ -255,6 +255,51 @@ def test_tensorrt_failure_falls_back_to_onnxruntime(tmp_path: Path, caplog: pyte
     assert not any(path.name == "model.plan" for path in tmp_path.rglob("*"))
 
 
+def test_failed_build_is_not_repeated_at_every_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A restart after a failed TensorRT build serves on ONNX Runtime at once instead of building again; the
+    build is retried after trt_retry_hours, on `models build` (retry 0), and a success clears the record."""
+    from edge_daemon.engines import cache_admin
+
+    weights = tmp_path / "weights.onnx"
+    weights.write_bytes(colour_detector())
+    failing = nvidia_stack("10.3.0", fail_build=True)
+    first = create_engine(weights, model_id="colour/1", options=trt_options(failing, tmp_path),
+                          platform=jetson(failing))
+    assert isinstance(first, OnnxRuntimeEngine)
+    assert failing.tensorrt.calls.count("Builder.build_serialized_network") == 1
+    (record,) = cache_admin.list_failures(tmp_path)
+    assert record["model_id"] == "colour/1" and record["attempts"] == 1 and "build" in record["reason"]
+
+    with caplog.at_level(logging.WARNING):
+        second = create_engine(weights, model_id="colour/1", options=trt_options(failing, tmp_path),
+                               platform=jetson(failing))
+    assert isinstance(second, OnnxRuntimeEngine)
+    assert failing.tensorrt.calls.count("Builder.build_serialized_network") == 1  # not tried again
+    assert "TensorRT skipped for colour/1: its build failed at" in second.build.fallback_reason
+    assert "models build colour/1" in caplog.text
+
+    retried = create_engine(weights, model_id="colour/1", options=trt_options(failing, tmp_path, trt_retry_hours=0),
+                            platform=jetson(failing))
+    assert isinstance(retried, OnnxRuntimeEngine)
+    assert failing.tensorrt.calls.count("Builder.build_serialized_network") == 2
+    assert cache_admin.list_failures(tmp_path)[0]["attempts"] == 2
+
+    record_path = Path(cache_admin.list_failures(tmp_path)[0]["path"])
+    stored = json.loads(record_path.read_text())
+    stored["failed_unix"] -= 25 * 3600  # the default 24 h have passed
+    record_path.write_text(json.dumps(stored))
+    working = nvidia_stack("10.3.0")
+    fixed = create_engine(weights, model_id="colour/1", options=trt_options(working, tmp_path),
+                          platform=jetson(working))
+    assert isinstance(fixed, TensorRTEngine)
+    assert cache_admin.list_failures(tmp_path) == []
+
+    create_engine(weights, model_id="colour/2", options=trt_options(failing, tmp_path), platform=jetson(failing))
+    assert [record["model_id"] for record in cache_admin.list_failures(tmp_path)] == ["colour/2"]
+    cache_admin.prune(tmp_path, remove_all=True)  # `cache prune --all` forgets failed builds too
+    assert cache_admin.list_failures(tmp_path) == []
+
+
 def test_loaded_model_serves_the_same_detections_on_tensorrt(model_store: Path, tmp_path: Path,
                                                               colour_image: np.ndarray) -> None:
     folder = model_store / "colour" / "1"

@@ -7,6 +7,9 @@ upgraded TensorRT or a cache copied to another box simply misses. Entries appear
 staging folder is renamed into place), a per-key `flock` makes concurrent processes build once, and an
 entry whose metadata or checksum does not match, or whose artifact fails to load, is discarded with a log
 line saying why, then rebuilt.
+
+A build that fails leaves `<model-slug>/.failed-<key>.json` (reason, time, attempts), so that a restart
+does not repeat a long doomed TensorRT build; the factory decides when to try again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ METADATA = "metadata.json"
 FORMAT = 1
 LOCKS_DIR = ".locks"
 STAGING_PREFIX = ".staging-"
+FAILED_PREFIX = ".failed-"
 HEARTBEAT_SECONDS = 15.0
 
 T = TypeVar("T")
@@ -180,6 +184,36 @@ class EngineCache:
     def blob_path(self, name: str) -> Path:
         """Device-wide files shared by all models (e.g. TensorRT timing caches) live in `engines/.shared/`."""
         return self.root / ".shared" / name
+
+    # ----- failed builds ------------------------------------------------------------------------------
+    def failure_path(self, model_id: str, inputs: KeyInputs) -> Path:
+        return self.root / model_slug(model_id) / f"{FAILED_PREFIX}{inputs.key}.json"
+
+    def last_failure(self, model_id: str, inputs: KeyInputs) -> dict[str, Any] | None:
+        """The recorded failed build for these inputs, or None (an unreadable record counts as none)."""
+        try:
+            record = json.loads(self.failure_path(model_id, inputs).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("failed_unix"), (int, float)):
+            return None
+        return record
+
+    def record_failure(self, model_id: str, inputs: KeyInputs, reason: str) -> None:
+        """Remember that building these inputs failed; a cache that cannot be written only costs the memo."""
+        previous = self.last_failure(model_id, inputs) or {}
+        record = {"model_id": model_id, "key": inputs.key, "backend": inputs.backend,
+                  "backend_version": inputs.backend_version, "reason": reason[:500],
+                  "failed": datetime.now(timezone.utc).isoformat(timespec="seconds"), "failed_unix": time.time(),
+                  "attempts": int(previous.get("attempts", 0)) + 1}
+        try:
+            write_atomic(self.failure_path(model_id, inputs), (json.dumps(record, indent=2) + "\n").encode())
+        except OSError as error:
+            log.warning("could not record the failed build of %s (%s)", model_id, error)
+
+    def clear_failure(self, model_id: str, inputs: KeyInputs) -> None:
+        with contextlib.suppress(OSError):
+            self.failure_path(model_id, inputs).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def lock(self, slug: str, key: str, what: str = "") -> Iterator[None]:

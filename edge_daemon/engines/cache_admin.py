@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_daemon.engines.cache import ENGINES_DIR, LOCKS_DIR, METADATA, STAGING_PREFIX
+from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,26 @@ def list_entries(cache_dir: Path) -> list[EntryInfo]:
     return sorted(entries, key=lambda entry: entry.last_used, reverse=True)
 
 
+def list_failures(cache_dir: Path) -> list[dict[str, Any]]:
+    """Remembered failed builds (each with its `path`), newest first; unreadable records are skipped."""
+    root = Path(cache_dir) / ENGINES_DIR
+    records: list[dict[str, Any]] = []
+    for path in root.glob(f"*/{FAILED_PREFIX}*.json") if root.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(record, dict):
+                records.append({**record, "path": str(path)})
+    return sorted(records, key=lambda record: record.get("failed_unix") or 0, reverse=True)
+
+
+def forget_failures(cache_dir: Path) -> int:
+    """Drop every failed-build record, so the next load tries those builds again; returns how many."""
+    failures = list_failures(cache_dir)
+    for record in failures:
+        Path(record["path"]).unlink(missing_ok=True)
+    return len(failures)
+
+
 @contextlib.contextmanager
 def _try_lock(lock_file: Path) -> Iterator[bool]:
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +121,8 @@ def prune(cache_dir: Path, keep_keys: Iterable[str] | None = None, older_than: f
     """Remove entries not in `keep_keys`, unused for more than `older_than` seconds, invalid ones, or all.
 
     Entries being built (their key locked by a process) are skipped. Staging folders left by a crashed build
-    are removed when unlocked and older than an hour. Returns what was removed.
+    are removed when unlocked and older than an hour; `remove_all` also forgets failed builds. Returns what
+    was removed.
     """
     if keep_keys is None and older_than is None and not remove_all:
         raise ValueError("say what to prune: keep_keys, older_than or remove_all")
@@ -122,6 +143,8 @@ def prune(cache_dir: Path, keep_keys: Iterable[str] | None = None, older_than: f
             removed.append(info)
             log.info("pruned cached engine %s (%s)", info.path, info.model_id or "unknown model")
     _remove_stale_staging(root, now)
+    if remove_all:
+        forget_failures(cache_dir)
     return removed
 
 

@@ -3,13 +3,15 @@
 TensorRT plans and ONNX Runtime optimised graphs both go through the engine cache (`cache.py`). A TensorRT
 failure at any step (import, CUDA, parse, build, deserialise) falls back to ONNX Runtime with the reason
 logged and kept in `engine.build.fallback_reason`; a model that ONNX Runtime cannot load either still
-fails with `ModelArtifactError`.
+fails with `ModelArtifactError`. A failed TensorRT build is remembered in the cache and not retried for
+`trt_retry_hours`: on a Jetson a doomed build can take minutes, and a restart should not repeat it.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ class EngineOptions:
     trt_workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     trt_max_batch: int = 4
     trt_builder_optimization_level: int | None = None
+    trt_retry_hours: float = 24.0          # after a failed build; 0 retries at every load
     ort_optimization: str = "extended"     # level baked into the cached graph; "all" adds x86 layout passes
     ort_spinning: bool = True              # idle ORT threads spin (ORT's default); off suits tiny models
     input_hw: tuple[int, int] | None = None
@@ -60,8 +63,8 @@ class EngineOptions:
 def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
     """EngineOptions from the daemon's `Settings`; settings it does not have yet keep their defaults.
 
-    Reads `cache_path`, `backend`, `precision`, `ort_threads`, `trt_workspace_mib`, `trt_max_batch` and
-    `ort_optimization`.
+    Reads `cache_path`, `backend`, `precision`, `ort_threads`, `trt_workspace_mib`, `trt_max_batch`,
+    `trt_retry_hours`, `ort_optimization` and `ort_spinning`.
     """
     defaults = EngineOptions()
     workspace_mib = getattr(settings, "trt_workspace_mib", None)
@@ -72,6 +75,7 @@ def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
         "intra_op_threads": getattr(settings, "ort_threads", defaults.intra_op_threads),
         "trt_workspace_bytes": int(workspace_mib) << 20 if workspace_mib else defaults.trt_workspace_bytes,
         "trt_max_batch": getattr(settings, "trt_max_batch", defaults.trt_max_batch),
+        "trt_retry_hours": getattr(settings, "trt_retry_hours", defaults.trt_retry_hours),
         "ort_optimization": getattr(settings, "ort_optimization", defaults.ort_optimization),
         "ort_spinning": getattr(settings, "ort_spinning", defaults.ort_spinning),
     }
@@ -94,12 +98,34 @@ def compile_engine(weights: Path, model_id: str, options: EngineOptions, platfor
     if choice.backend == "tensorrt":
         try:
             return _tensorrt(onnx_bytes, model_id, options, choice, cache, fingerprint)
+        except RecentBuildFailure as skipped:
+            fallback = str(skipped)
+            log.warning("%s; serving it on ONNX Runtime (%s)", fallback, ", ".join(choice.providers))
         except Exception as error:  # noqa: BLE001 (TensorRT/CUDA raise assorted types)
             fallback = f"TensorRT failed for {model_id} ({str(error)[:300]})"
             log.warning("%s; falling back to ONNX Runtime on %s", fallback, ", ".join(choice.providers))
     engine = _onnxruntime(weights, onnx_bytes, model_id, options, choice, cache, fingerprint, info)
     engine.build.fallback_reason = fallback
     return engine
+
+
+class RecentBuildFailure(Exception):
+    """TensorRT is not tried for a model whose build failed within `trt_retry_hours`."""
+
+
+def _check_recent_failure(cache: EngineCache, model_id: str, inputs: KeyInputs, retry_hours: float) -> None:
+    failure = cache.last_failure(model_id, inputs)
+    if failure is None or retry_hours <= 0:
+        return
+    retry_at = failure["failed_unix"] + retry_hours * 3600
+    if time.time() >= retry_at:
+        log.info("retrying the TensorRT build of %s, which failed at %s", model_id, failure.get("failed"))
+        return
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retry_at))
+    raise RecentBuildFailure(
+        f"TensorRT skipped for {model_id}: its build failed at {failure.get('failed')} "
+        f"({str(failure.get('reason'))[:300]}); next try after {when} (EDGE_DAEMON_TRT_RETRY_HOURS), "
+        f"or now with `edge-daemon models build {model_id}`")
 
 
 def _versions(**extra: str) -> dict[str, Any]:
@@ -174,9 +200,15 @@ def _tensorrt(onnx_bytes: bytes, model_id: str, options: EngineOptions, choice: 
     def load(path: Path) -> TensorRTEngine:
         return TensorRTEngine(path.read_bytes(), trt, cuda, logger)
 
-    outcome = cache.get_or_build(model_id, inputs, TRT_ARTIFACT, build, load,
-                                 extra_metadata={**_versions(tensorrt=version, cuda_binding=cuda.name),
-                                                 "build": built})
+    _check_recent_failure(cache, model_id, inputs, options.trt_retry_hours)
+    try:
+        outcome = cache.get_or_build(model_id, inputs, TRT_ARTIFACT, build, load,
+                                     extra_metadata={**_versions(tensorrt=version, cuda_binding=cuda.name),
+                                                     "build": built})
+    except Exception as error:
+        cache.record_failure(model_id, inputs, f"{type(error).__name__}: {error}")
+        raise
+    cache.clear_failure(model_id, inputs)
     engine = outcome.value
     recorded = outcome.entry.metadata.get("build", {}) if outcome.entry else built
     fp16 = bool(recorded.get("fp16"))
