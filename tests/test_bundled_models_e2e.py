@@ -79,9 +79,10 @@ def _fill(points: list[dict], height: int, width: int) -> np.ndarray:
 
 
 def test_segmenter_masks_match_the_drawn_shapes(bundled_daemon):
-    """Mask IoU >= 0.8 for >= 90 % of objects at least 8 % of the image's short side. Smaller ones (down to
-    4 %) are a few cells of the 80x80 prototype grid at 320 px input, so only >= 80 % of all objects reach
-    IoU 0.8 (measured 0.83 on these seeds; see edge_daemon/default_models/README.md)."""
+    """Mask IoU >= 0.8 for >= 92 % of objects at least 8 % of the image's short side, and for >= 85 % of all
+    objects (measured 0.95 and 0.88 on these seeds). The issue asks 90 % of all: shapes under 8 % of the short
+    side are 5-10 network pixels at 320 px input, and the detector misses some of them at confidence 0.4
+    (see edge_daemon/default_models/README.md)."""
     _bundled("shapes-seg/1")
     results: list[tuple[float, float]] = []  # (mask IoU, object size as a share of the short side)
     for seed in range(20_000, 20_060):
@@ -104,8 +105,8 @@ def test_segmenter_masks_match_the_drawn_shapes(bundled_daemon):
     assert len(ious) >= 150
     everything = float((ious[:, 0] >= 0.8).mean())
     larger = ious[ious[:, 1] >= 0.08]
-    assert float((larger[:, 0] >= 0.8).mean()) >= 0.9, f"objects >= 8 %: {(larger[:, 0] >= 0.8).mean():.3f}"
-    assert everything >= 0.8, f"all objects: {everything:.3f}"
+    assert float((larger[:, 0] >= 0.8).mean()) >= 0.92, f"objects >= 8 %: {(larger[:, 0] >= 0.8).mean():.3f}"
+    assert everything >= 0.85, f"all objects: {everything:.3f}"
 
 
 def test_classifier_names_the_shape(bundled_daemon):

@@ -25,7 +25,7 @@ N_GATE_IMAGES = 120
 # model id -> (task, input size, {output name: shape without batch})
 MODELS = {
     "shapes/1": ("object-detection", 320, {"output0": [8, 2100]}),
-    "shapes-seg/1": ("instance-segmentation", 320, {"output0": [40, 2100], "output1": [32, 80, 80]}),
+    "shapes-seg/1": ("instance-segmentation", 320, {"output0": [40, 2100], "output1": [32, 160, 160]}),
     "shapes-cls/1": ("classification", 128, {"output0": [4]}),
 }
 

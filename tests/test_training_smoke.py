@@ -43,7 +43,7 @@ def test_detector_trains_and_exports(tmp_path: Path) -> None:
     assert _mean(losses[-5:]) < 0.8 * _mean(losses[:5])
     tm.export_detector(model, tmp_path / "seg.onnx", with_masks=True)
     tm.export_detector(model, tmp_path / "det.onnx", with_masks=False)
-    _check_onnx(tmp_path / "seg.onnx", 320, {"output0": [40, 2100], "output1": [32, 80, 80]})
+    _check_onnx(tmp_path / "seg.onnx", 320, {"output0": [40, 2100], "output1": [32, 160, 160]})
     _check_onnx(tmp_path / "det.onnx", 320, {"output0": [8, 2100]})
     # The detection export is the same network minus the mask branch.
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)

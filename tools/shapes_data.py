@@ -15,10 +15,8 @@ import numpy as np
 
 from edge_daemon.scenes import encode_jpeg, generate_classification_scene, generate_scene
 from tools.inference import letterbox
+from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_SIZE
 
-DET_SIZE = 320
-PROTO_SIZE = DET_SIZE // 4
-CLS_SIZE = 128
 MAX_OBJECTS = 6
 
 
@@ -32,7 +30,7 @@ def _jpeg_roundtrip(image: np.ndarray, seed: int) -> np.ndarray:
 
 
 def det_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(RGB 320x320 uint8, boxes (6,4) net px, classes (6,) with -1 padding, masks (6,80,80) uint8)."""
+    """(RGB 320x320 uint8, boxes (6,4) net px, classes (6,) with -1 padding, masks (6,160,160) uint8)."""
     scene = generate_scene(seed)
     img, g = letterbox(_jpeg_roundtrip(scene.image, seed), DET_SIZE)
     boxes = np.zeros((MAX_OBJECTS, 4), np.float32)
@@ -43,7 +41,7 @@ def det_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         boxes[i] = [x1 * g.scale + g.pad_left, y1 * g.scale + g.pad_top,
                     x2 * g.scale + g.pad_left, y2 * g.scale + g.pad_top]
         classes[i] = obj.class_id
-        # Soft mask on the proto grid: letterbox the mask, then area-average by 4.
+        # Soft mask on the proto grid: letterbox the mask, then area-average down to it.
         m = cv2.resize(obj.mask.astype(np.float32), (g.new_w, g.new_h), interpolation=cv2.INTER_AREA)
         full = np.zeros((DET_SIZE, DET_SIZE), np.float32)
         full[g.pad_top:g.pad_top + g.new_h, g.pad_left:g.pad_left + g.new_w] = m

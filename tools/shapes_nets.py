@@ -13,11 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tools.shapes_layout import DET_SIZE, STRIDES
+
 NUM_CLASSES = 4
 NUM_MASK_COEFFS = 32
-STRIDES = (8, 16, 32)
-DET_SIZE = 320
-CLS_SIZE = 128
 
 
 class ConvBnAct(nn.Module):
@@ -47,7 +46,7 @@ class Residual(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Strided CNN returning features at strides 8, 16 and 32.
+    """Strided CNN returning features at strides 4 (for mask detail), 8, 16 and 32.
 
     Capacity sits at stride 8 (small objects); deeper levels use narrower
     residual middles to keep the ONNX file under 3 MB.
@@ -59,13 +58,15 @@ class Backbone(nn.Module):
         self.s8 = nn.Sequential(ConvBnAct(32, 64, 3, 2), Residual(64))
         self.s16 = nn.Sequential(ConvBnAct(64, 80, 3, 2), Residual(80, 48))
         self.s32 = nn.Sequential(ConvBnAct(80, 112, 3, 2), Residual(112, 48))
+        self.stem_channels = 32
         self.channels = (64, 80, 112)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        p3 = self.s8(self.stem(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        p2 = self.stem(x)
+        p3 = self.s8(p2)
         p4 = self.s16(p3)
         p5 = self.s32(p4)
-        return p3, p4, p5
+        return p2, (p3, p4, p5)
 
 
 class Neck(nn.Module):
@@ -111,6 +112,27 @@ class LevelHead(nn.Module):
         return self.cls(x), self.box(x), coef
 
 
+class ProtoHead(nn.Module):
+    """Mask prototypes at stride 2.
+
+    The stride-8 neck feature is upsampled to stride 4 and joined with the stem's stride-4 feature, which
+    still holds edge detail, then upsampled once more; the last two steps are cheap per pixel.
+    """
+
+    def __init__(self, c: int, c_skip: int, nm: int, hidden: int = 24) -> None:
+        super().__init__()
+        self.pre = ConvBnAct(c, c, 3)
+        self.up4 = nn.ConvTranspose2d(c, hidden, 2, 2, bias=True)
+        self.fuse = ConvBnAct(hidden + c_skip, hidden, 3)
+        self.up2 = nn.ConvTranspose2d(hidden, hidden, 2, 2, bias=True)
+        self.out = nn.Conv2d(hidden, nm, 1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.silu(self.up4(self.pre(x)))
+        x = self.fuse(torch.cat([x, skip], 1))
+        return self.out(F.silu(self.up2(x)))
+
+
 class ShapesDetector(nn.Module):
     """Detector (nm=0) or instance segmenter (nm=32) returning raw per-level maps."""
 
@@ -120,21 +142,13 @@ class ShapesDetector(nn.Module):
         self.backbone = Backbone()
         self.neck = Neck(self.backbone.channels, c)
         self.heads = nn.ModuleList(LevelHead(c, nc, nm) for _ in STRIDES)
-        if nm:
-            self.proto = nn.Sequential(
-                ConvBnAct(c, c, 3),
-                nn.ConvTranspose2d(c, c // 2, 2, 2, bias=True),
-                nn.SiLU(),
-                ConvBnAct(c // 2, c // 2, 3),
-                nn.Conv2d(c // 2, nm, 1),
-            )
-        else:
-            self.proto = None
+        self.proto = ProtoHead(c, self.backbone.stem_channels, nm) if nm else None
 
     def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
-        feats = self.neck(self.backbone(x))
+        stem, levels = self.backbone(x)
+        feats = self.neck(levels)
         outs = [head(f) for head, f in zip(self.heads, feats, strict=True)]
-        protos = self.proto(feats[0]) if self.proto is not None else None
+        protos = self.proto(feats[0], stem) if self.proto is not None else None
         return outs, protos
 
 

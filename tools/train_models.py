@@ -35,9 +35,8 @@ if str(REPO) not in sys.path:
 
 from edge_daemon.scenes import CLASS_NAMES
 from tools.shapes_data import build_cls_dataset, build_det_dataset
+from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_STRIDE
 from tools.shapes_nets import (
-    CLS_SIZE,
-    DET_SIZE,
     ExportDetect,
     ShapesClassifier,
     ShapesDetector,
@@ -140,9 +139,6 @@ class DetLoss:
         anchors, strides = make_anchors(DET_SIZE)
         self.anchors, self.strides = anchors, strides
         self.w_cls, self.w_box, self.w_mask = w_cls, w_box, w_mask
-        proto = DET_SIZE // 4
-        g = torch.arange(proto, dtype=torch.float32) + 0.5
-        self.grid_x, self.grid_y = g[None, :], g[:, None]
 
     def __call__(self, outs: list, protos: torch.Tensor | None, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cls, box, coef = flatten_levels(outs)
@@ -162,22 +158,33 @@ class DetLoss:
         return loss, parts
 
     def _mask_loss(self, coef, protos, fg, tgt, t_boxes, gt_masks) -> torch.Tensor:
-        """BCE of sigmoid(coef . protos) vs the soft GT mask, inside the GT box."""
+        """BCE of sigmoid(coef . protos) vs the soft GT mask, inside the GT box, per positive anchor.
+
+        Only the prototype cells under each GT box are multiplied out: the positives of one GT share its
+        box and target, so the work is a few small matmuls instead of a full-grid one per anchor.
+        """
         total, count = coef.new_zeros(()), 0
-        bsz, nm = protos.shape[:2]
-        for i in range(bsz):
+        nm, proto_h, proto_w = protos.shape[1:]
+        # unbind: each slice's backward then fills one image's gradient, not a whole-batch tensor.
+        per_image = protos.contiguous().unbind(0)
+        for i, protos_i in enumerate(per_image):
             sel = fg[i]
             if not sel.any():
                 continue
-            logits = coef[i][sel] @ protos[i].reshape(nm, -1)  # (P, 6400)
-            target = gt_masks[i][tgt[i][sel]].reshape(logits.shape).float() / 255.0
-            bx = t_boxes[i][sel] / 4.0  # proto px
-            crop = ((self.grid_x[None] >= bx[:, 0, None, None]) & (self.grid_x[None] <= bx[:, 2, None, None])
-                    & (self.grid_y[None] >= bx[:, 1, None, None]) & (self.grid_y[None] <= bx[:, 3, None, None]))
-            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            area = ((bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])).clamp(min=1.0)
-            total = total + ((bce * crop.reshape(bce.shape)).sum(-1) / area).sum()
-            count += int(sel.sum())
+            coef_i, gt_i, boxes_i = coef[i][sel], tgt[i][sel], t_boxes[i][sel]
+            for g in gt_i.unique().tolist():
+                rows = gt_i == g
+                bx = (boxes_i[rows][0] / PROTO_STRIDE).tolist()
+                # Cells whose centres (index + 0.5) lie inside the box, at least one.
+                x0, y0 = max(0, math.ceil(bx[0] - 0.5)), max(0, math.ceil(bx[1] - 0.5))
+                x1 = min(proto_w, max(x0 + 1, math.floor(bx[2] - 0.5) + 1))
+                y1 = min(proto_h, max(y0 + 1, math.floor(bx[3] - 0.5) + 1))
+                region = protos_i[:, y0:y1, x0:x1].reshape(nm, -1)
+                logits = coef_i[rows] @ region  # (k, cells)
+                target = (gt_masks[i, g, y0:y1, x0:x1].reshape(1, -1).float() / 255.0).expand_as(logits)
+                area = max((bx[2] - bx[0]) * (bx[3] - bx[1]), 1.0)
+                total = total + F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / area
+                count += int(rows.sum())
         return total / max(count, 1)
 
 
@@ -425,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "edge_daemon" / "default_models")
     ap.add_argument("--det-images", type=int, default=8000)
-    ap.add_argument("--det-iters", type=int, default=2800)
+    ap.add_argument("--det-iters", type=int, default=3200)
     ap.add_argument("--cls-images", type=int, default=8000)
     ap.add_argument("--cls-iters", type=int, default=1500)
     ap.add_argument("--cls-lr", type=float, default=1e-3)

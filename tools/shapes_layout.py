@@ -1,0 +1,12 @@
+"""Input and output geometry of the bundled shapes networks, shared by the data builder and the nets.
+
+Kept free of torch so the data side (numpy + OpenCV) can import it.
+"""
+
+from __future__ import annotations
+
+DET_SIZE = 320  # detector/segmenter input, square letterbox
+STRIDES = (8, 16, 32)  # anchor levels
+PROTO_STRIDE = 2  # mask prototypes at 160x160: tiny shapes need more than a few mask cells
+PROTO_SIZE = DET_SIZE // PROTO_STRIDE
+CLS_SIZE = 128  # classifier input, stretched
