@@ -188,6 +188,16 @@ class Preprocessor:
         return canvas, geometry
 
     def to_tensor(self, images: list[np.ndarray]) -> np.ndarray:
-        """Stack network-size BGR images into one NCHW float32 RGB batch, normalised in the same C++ pass."""
-        return cv2.dnn.blobFromImages(images, scalefactor=self._scale, mean=self._mean, swapRB=True,
-                                      crop=False)
+        """Stack network-size BGR images into one NCHW float32 RGB batch, normalised.
+
+        Channel swap in OpenCV, then one converting copy per image into the preallocated batch and one
+        in-place scale: measured 3-4x faster than `cv2.dnn.blobFromImages` at 640x640 (bench/decode_speed.py).
+        """
+        height, width = images[0].shape[:2]
+        batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+        for index, image in enumerate(images):
+            batch[index] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+        batch *= np.float32(self._scale)
+        if self._mean[0]:
+            batch -= np.float32(self._mean[0] * self._scale)
+        return batch
