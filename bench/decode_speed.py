@@ -92,6 +92,16 @@ def measure(jpeg: bytes, network: int, repeats: int) -> dict[str, float]:
     }, repeats)
 
 
+def layout_comparison(network: int, repeats: int) -> dict[str, float]:
+    """The tensor layout step alone: the daemon's converting copy against cv2.dnn.blobFromImages."""
+    preprocessor = preprocessor_for(network)
+    image = np.random.default_rng(0).integers(0, 256, (network, network, 3), dtype=np.uint8)
+    return interleaved_medians({
+        "daemon": lambda: preprocessor.to_tensor([image]),
+        "blobFromImages": lambda: cv2.dnn.blobFromImages([image], scalefactor=1 / 255.0, swapRB=True, crop=False),
+    }, repeats)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1920x1080")
@@ -122,6 +132,13 @@ def main() -> int:
                                   "network": network, **{f"{k}_ms": round(v, 3) for k, v in ms.items()},
                                   "reduced_over_naive": round(ratio, 3),
                                   "reduced_over_textbook": round(textbook_ratio, 3)}), file=sys.stderr)
+    print("\n| network | layout: daemon ms | cv2.dnn.blobFromImages ms | daemon / that |\n|---|---|---|---|")
+    for network in (int(n) for n in args.networks.split(",")):
+        ms = layout_comparison(network, args.repeats * 5)
+        print(f"| {network} | {ms['daemon']:.3f} | {ms['blobFromImages']:.3f} "
+              f"| {ms['daemon'] / ms['blobFromImages']:.2f} |")
+        print(json.dumps({"bench": "tensor_layout", "network": network,
+                          **{f"{k}_ms": round(v, 4) for k, v in ms.items()}}), file=sys.stderr)
     return 0
 
 

@@ -190,14 +190,8 @@ class EngineCache:
         return self.root / model_slug(model_id) / f"{FAILED_PREFIX}{inputs.key}.json"
 
     def last_failure(self, model_id: str, inputs: KeyInputs) -> dict[str, Any] | None:
-        """The recorded failed build for these inputs, or None (an unreadable record counts as none)."""
-        try:
-            record = json.loads(self.failure_path(model_id, inputs).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(record, dict) or not isinstance(record.get("failed_unix"), (int, float)):
-            return None
-        return record
+        """The recorded failed build for these inputs, or None."""
+        return read_failure(self.failure_path(model_id, inputs))
 
     def record_failure(self, model_id: str, inputs: KeyInputs, reason: str) -> None:
         """Remember that building these inputs failed; a cache that cannot be written only costs the memo."""
@@ -363,6 +357,17 @@ class EngineCache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return CacheEntry(final, slug, inputs.key, final / artifact_name, metadata)
+
+
+def read_failure(path: Path) -> dict[str, Any] | None:
+    """A failed-build record, or None when it is missing or unreadable (which then counts as no failure)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("failed_unix"), (int, float)):
+        return None
+    return record
 
 
 def _touch(path: Path) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX
+from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX, read_failure
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +86,17 @@ def list_failures(cache_dir: Path) -> list[dict[str, Any]]:
     root = Path(cache_dir) / ENGINES_DIR
     records: list[dict[str, Any]] = []
     for path in root.glob(f"*/{FAILED_PREFIX}*.json") if root.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(record, dict):
-                records.append({**record, "path": str(path)})
-    return sorted(records, key=lambda record: record.get("failed_unix") or 0, reverse=True)
+        record = read_failure(path)
+        if record is not None:
+            records.append({**record, "path": str(path)})
+    return sorted(records, key=lambda record: record["failed_unix"], reverse=True)
 
 
-def forget_failures(cache_dir: Path) -> int:
-    """Drop every failed-build record, so the next load tries those builds again; returns how many."""
-    failures = list_failures(cache_dir)
-    for record in failures:
-        Path(record["path"]).unlink(missing_ok=True)
-    return len(failures)
+def forget_failures(cache_dir: Path) -> None:
+    """Drop every failed-build record (readable or not), so the next load tries those builds again."""
+    root = Path(cache_dir) / ENGINES_DIR
+    for path in root.glob(f"*/{FAILED_PREFIX}*.json") if root.is_dir() else []:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -107,11 +107,11 @@ class Preprocessor:
         self.input_width = input_width
         self.input_height = input_height
         self.mode, self.pad_value = resize_settings(preprocessing)
-        # 'unit': x/255 (detectors); 'symmetric': (x/255 - 0.5)/0.5 (Roboflow classifiers).
+        # 'unit': x/255 (detectors); 'symmetric': (x/255 - 0.5)/0.5 = x/127.5 - 1 (Roboflow classifiers).
         if normalisation == "symmetric":
-            self._scale, self._mean = 1.0 / 127.5, (127.5, 127.5, 127.5)
+            self._scale, self._offset = np.float32(1.0 / 127.5), np.float32(1.0)
         else:
-            self._scale, self._mean = 1.0 / 255.0, (0.0, 0.0, 0.0)
+            self._scale, self._offset = np.float32(1.0 / 255.0), np.float32(0.0)
 
     def auto_orient(self, switches: PreprocSwitches) -> bool:
         """EXIF orientation applies when the model's metadata has an auto-orient step (as Roboflow does)."""
@@ -197,7 +197,7 @@ class Preprocessor:
         batch = np.empty((len(images), 3, height, width), dtype=np.float32)
         for index, image in enumerate(images):
             batch[index] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
-        batch *= np.float32(self._scale)
-        if self._mean[0]:
-            batch -= np.float32(self._mean[0] * self._scale)
+        batch *= self._scale
+        if self._offset:
+            batch -= self._offset
         return batch
