@@ -40,10 +40,17 @@ def detection_predictions(detections: Detections, geometry: Geometry,
 
 def segmentation_predictions(detections: Detections, patches: list[MaskPatch], geometry: Geometry,
                              class_names: tuple[str, ...], mask_format: str) -> list[dict[str, Any]]:
-    """Detection fields plus the mask: `points` (largest external contour) or COCO `rle` of the whole mask."""
+    """Detection fields plus the mask: `points` (largest external contour) or COCO `rle` of the whole mask.
+
+    Points are the (column, row) coordinates of the mask's outermost pixels in the original image, as
+    Roboflow's are: cv2.fillPoly of the rounded points gives the mask back.
+    """
     predictions = detection_predictions(detections, geometry, class_names)
+    network_to_original = geometry.original_pixels_per_network_px()
     for prediction, patch in zip(predictions, patches):
-        contours = [geometry.points_to_original(c) for c in patch.contours(largest_only=mask_format != "rle")]
+        outlines = patch.contours(largest_only=mask_format != "rle",
+                                  output_px_per_mask_px=network_to_original * (patch.step_x + patch.step_y) / 2)
+        contours = [geometry.points_to_pixel_centres(c) for c in outlines]
         if mask_format == "rle":
             height, width = geometry.original_height, geometry.original_width
             region, top, left = polygon_region(contours, width, height)

@@ -73,7 +73,7 @@ def test_detector_finds_the_drawn_objects(bundled_daemon):
 def _fill(points: list[dict], height: int, width: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     if len(points) >= 3:
-        polygon = np.round([[p["x"] - 0.5, p["y"] - 0.5] for p in points]).astype(np.int32)
+        polygon = np.round([[p["x"], p["y"]] for p in points]).astype(np.int32)
         cv2.fillPoly(mask, [polygon], 1)
     return mask.astype(bool)
 

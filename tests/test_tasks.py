@@ -27,7 +27,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _fill(points: list[dict], width: int, height: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
-    polygon = np.round([[p["x"] - 0.5, p["y"] - 0.5] for p in points]).astype(np.int32)
+    polygon = np.round([[p["x"], p["y"]] for p in points]).astype(np.int32)
     cv2.fillPoly(mask, [polygon], 1)
     return mask.astype(bool)
 
@@ -65,7 +65,7 @@ def _expected_masks(width: int = 256, height: int = 192) -> dict[str, np.ndarray
             "square": (np.abs(xx - 192) <= 24) & (np.abs(yy - 160) <= 24)}
 
 
-@pytest.mark.parametrize(("mode", "min_iou"), [("accurate", 0.9), ("tradeoff", 0.88), ("fast", 0.85)])
+@pytest.mark.parametrize(("mode", "min_iou"), [("accurate", 0.9), ("tradeoff", 0.87), ("fast", 0.85)])
 def test_segmentation_polygons_match_the_masks(daemon, mode, min_iou):
     red = _png(_solid(256, 192, (0, 0, 255)))
     response = requests.post(f"{daemon.url}/disks/1?mask_decode_mode={mode}&tradeoff_factor=0.5", data=red)
@@ -196,3 +196,25 @@ def test_region_rle_equals_the_full_image_mask():
         full = np.zeros((height, width), bool)
         full[top:top + rows, left:left + cols] = region.astype(bool)
         assert (decode_coco_rle(coco_rle(region, top, left, height, width)) == full).all()
+
+
+@pytest.mark.parametrize("original_px_per_mask_px", [1, 2, 4])
+def test_filling_the_points_gives_the_mask_back(original_px_per_mask_px):
+    """Clients turn `points` back into a mask with cv2.fillPoly (supervision does): on the original image that
+    must give exactly the decoded mask, also when one mask pixel spans several original pixels."""
+    from edge_daemon.processing.preprocess import Geometry
+    from edge_daemon.processing.segmentation import MaskPatch
+
+    k = original_px_per_mask_px
+    size = 48 * k
+    geometry = Geometry(size, size, 0, 0, size, size, 1 / k, 1 / k, 0, 0)
+    for radius, centre in ((2.5, (9.3, 10.1)), (6, (20.0, 14.5)), (17, (24.6, 25.2))):
+        star = np.array([(centre[0] + (radius if i % 2 == 0 else radius / 2) * np.cos(i * np.pi / 5),
+                          centre[1] + (radius if i % 2 == 0 else radius / 2) * np.sin(i * np.pi / 5))
+                         for i in range(10)])
+        network = np.zeros((48, 48), np.uint8)  # the decoded mask, one mask pixel per network pixel
+        cv2.fillPoly(network, [np.round((star - 0.5) * 16).astype(np.int32)], 1, shift=4)
+        outline = MaskPatch(network, 0.0, 0.0, 1.0, 1.0).contours(output_px_per_mask_px=k)[0]
+        filled = _fill([{"x": x, "y": y} for x, y in geometry.points_to_pixel_centres(outline)], size, size)
+        blocky = cv2.resize(network, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+        assert (filled == blocky).all()

@@ -169,7 +169,9 @@ class CocoRle(BaseModel):
 
 
 class InstanceSegmentationPrediction(ObjectDetectionPrediction):
-    points: list[Point] | None = Field(None, description="Largest external contour, original pixels.")
+    points: list[Point] | None = Field(None, description="Largest external contour: (column, row) of the mask's "
+                                      "outermost original-image pixels; cv2.fillPoly of the rounded points "
+                                      "gives the mask back.")
     rle: CocoRle | None = None
     mask_format: MaskFormat
 
