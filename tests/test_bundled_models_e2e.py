@@ -79,13 +79,12 @@ def _fill(points: list[dict], height: int, width: int) -> np.ndarray:
 
 
 def test_segmenter_masks_match_the_drawn_shapes(bundled_daemon):
-    """Mask IoU >= 0.8 for >= 92 % of objects at least 8 % of the image's short side, and for >= 85 % of all
-    objects (measured 0.95 and 0.88 on these seeds). The issue asks 90 % of all: shapes under 8 % of the short
-    side are 5-10 network pixels at 320 px input, and the detector misses some of them at confidence 0.4
-    (see edge_daemon/default_models/README.md)."""
+    """The issue's target: mask IoU >= 0.8 for >= 90 % of the drawn objects, served over HTTP at Roboflow's
+    default confidence (measured 0.914 on these 556 objects, and 0.965 for objects at least 8 % of the image's
+    short side; see edge_daemon/default_models/README.md)."""
     _bundled("shapes-seg/1")
     results: list[tuple[float, float]] = []  # (mask IoU, object size as a share of the short side)
-    for seed in range(20_000, 20_060):
+    for seed in range(20_000, 20_150):
         scene = scenes.generate_scene(seed)
         height, width = scene.image.shape[:2]
         response = requests.post(bundled_daemon.url + "/shapes-seg/1?confidence=0.4",
@@ -102,11 +101,11 @@ def test_segmenter_masks_match_the_drawn_shapes(bundled_daemon):
             mask = _fill(prediction["points"], height, width)
             results.append((float((mask & truth).sum() / max((mask | truth).sum(), 1)), size))
     ious = np.array(results)
-    assert len(ious) >= 150
+    assert len(ious) >= 500
     everything = float((ious[:, 0] >= 0.8).mean())
     larger = ious[ious[:, 1] >= 0.08]
-    assert float((larger[:, 0] >= 0.8).mean()) >= 0.92, f"objects >= 8 %: {(larger[:, 0] >= 0.8).mean():.3f}"
-    assert everything >= 0.85, f"all objects: {everything:.3f}"
+    assert float((larger[:, 0] >= 0.8).mean()) >= 0.95, f"objects >= 8 %: {(larger[:, 0] >= 0.8).mean():.3f}"
+    assert everything >= 0.90, f"all objects: {everything:.3f}"
 
 
 def test_classifier_names_the_shape(bundled_daemon):

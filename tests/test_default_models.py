@@ -24,8 +24,8 @@ N_GATE_IMAGES = 120
 
 # model id -> (task, input size, {output name: shape without batch})
 MODELS = {
-    "shapes/1": ("object-detection", 320, {"output0": [8, 2100]}),
-    "shapes-seg/1": ("instance-segmentation", 320, {"output0": [40, 2100], "output1": [32, 160, 160]}),
+    "shapes/1": ("object-detection", 384, {"output0": [8, 3024]}),
+    "shapes-seg/1": ("instance-segmentation", 384, {"output0": [40, 3024], "output1": [32, 192, 192]}),
     "shapes-cls/1": ("classification", 128, {"output0": [4]}),
 }
 

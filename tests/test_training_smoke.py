@@ -15,6 +15,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from tools import train_models as tm
 from tools.shapes_data import build_cls_dataset, build_det_dataset
+from tools.shapes_layout import DET_SIZE, PROTO_SIZE, STRIDES
+
+ANCHORS = sum((DET_SIZE // stride) ** 2 for stride in STRIDES)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,13 +46,24 @@ def test_detector_trains_and_exports(tmp_path: Path) -> None:
     assert _mean(losses[-5:]) < 0.8 * _mean(losses[:5])
     tm.export_detector(model, tmp_path / "seg.onnx", with_masks=True)
     tm.export_detector(model, tmp_path / "det.onnx", with_masks=False)
-    _check_onnx(tmp_path / "seg.onnx", 320, {"output0": [40, 2100], "output1": [32, 160, 160]})
-    _check_onnx(tmp_path / "det.onnx", 320, {"output0": [8, 2100]})
+    _check_onnx(tmp_path / "seg.onnx", DET_SIZE, {"output0": [40, ANCHORS], "output1": [32, PROTO_SIZE, PROTO_SIZE]})
+    _check_onnx(tmp_path / "det.onnx", DET_SIZE, {"output0": [8, ANCHORS]})
     # The detection export is the same network minus the mask branch.
-    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, 3, DET_SIZE, DET_SIZE), dtype=np.float32)
     seg = ort.InferenceSession(str(tmp_path / "seg.onnx")).run(None, {"images": x})[0]
     det = ort.InferenceSession(str(tmp_path / "det.onnx")).run(None, {"images": x})[0]
     np.testing.assert_allclose(seg[:, :8], det, rtol=1e-4, atol=1e-3)
+
+
+def test_saved_weights_continue_training(tmp_path: Path) -> None:
+    """--save-state / --init-state: a run continues from the saved weights, not from scratch."""
+    data = build_det_dataset(list(range(500_100, 500_104)), workers=1)
+    model, _ = tm.train_detector(data, iters=6, batch_size=2, log_every=0)
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    fresh = tm.train_detector(data, iters=1, batch_size=2, log_every=0)[1]
+    continued = tm.train_detector(data, iters=1, batch_size=2, log_every=0, init_state=state)[1]
+    assert continued[0] < fresh[0]
 
 
 def test_training_is_deterministic() -> None:

@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
 from edge_daemon.scenes import CLASS_NAMES, encode_jpeg, generate_classification_scene, generate_scene
 from tools.inference import OnnxModel, decode_yolo, instance_mask, letterbox, to_cls_input, to_det_input
 from tools.metrics import APAccumulator, box_iou, roi_mask_iou
+from tools.shapes_layout import DET_SIZE
 
 MODELS_DIR = REPO / "edge_daemon" / "default_models"
 HELDOUT_SEED0 = 1_000_000
@@ -56,7 +57,7 @@ def evaluate_detection(
     masks_acc = APAccumulator(len(CLASS_NAMES)) if with_masks else None
     for start in range(0, len(seeds), batch):
         scenes = [generate_scene(s) for s in seeds[start:start + batch]]
-        lbs = [letterbox(_upload(sc.image, jpeg_quality), 320) for sc in scenes]
+        lbs = [letterbox(_upload(sc.image, jpeg_quality), DET_SIZE) for sc in scenes]
         outs = model(to_det_input([lb[0] for lb in lbs]))
         for k, (scene, (_, geom)) in enumerate(zip(scenes, lbs, strict=True)):
             det = decode_yolo(outs[0][k], geom, nc=len(CLASS_NAMES), conf=conf, iou=iou)

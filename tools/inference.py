@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tools.shapes_layout import DET_SIZE
+
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 PAD_VALUE = 114
@@ -31,7 +33,7 @@ class Letterbox:
     orig_h: int
 
 
-def letterbox(image: np.ndarray, size: int = 320) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, size: int = DET_SIZE) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping aspect, centre on a grey square canvas (BGR in, BGR out)."""
     h0, w0 = image.shape[:2]
     s = min(size / h0, size / w0)
@@ -123,7 +125,7 @@ def decode_yolo(
 def instance_mask(coeffs: np.ndarray, protos: np.ndarray, box: np.ndarray, geom: Letterbox) -> tuple[np.ndarray, int, int]:
     """Mask of one instance inside its (original-pixel) box.
 
-    sigmoid(coeffs . protos) lives on the network's H/4 grid; each original
+    sigmoid(coeffs . protos) lives on the prototype grid; each original
     pixel centre is mapped onto that grid (bilinear), so only the box ROI is
     computed.  Returns (roi_mask bool, x0, y0).
     """
@@ -136,7 +138,7 @@ def instance_mask(coeffs: np.ndarray, protos: np.ndarray, box: np.ndarray, geom:
     x1, y1 = min(geom.orig_w, x1), min(geom.orig_h, y1)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((0, 0), dtype=bool), x0, y0
-    stride = 320.0 / pw  # network px per proto cell
+    stride = DET_SIZE / pw  # network px per proto cell
     k = geom.scale / stride
     # proto coordinate of ROI pixel (i, j): ((j + x0 + .5) * s + pad) / stride - .5
     m = np.array(

@@ -30,7 +30,7 @@ def _jpeg_roundtrip(image: np.ndarray, seed: int) -> np.ndarray:
 
 
 def det_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(RGB 320x320 uint8, boxes (6,4) net px, classes (6,) with -1 padding, masks (6,160,160) uint8)."""
+    """(RGB DET_SIZE² uint8, boxes (6,4) net px, classes (6,) with -1 padding, masks (6, PROTO_SIZE²) uint8)."""
     scene = generate_scene(seed)
     img, g = letterbox(_jpeg_roundtrip(scene.image, seed), DET_SIZE)
     boxes = np.zeros((MAX_OBJECTS, 4), np.float32)

@@ -5,8 +5,8 @@ Kept free of torch so the data side (numpy + OpenCV) can import it.
 
 from __future__ import annotations
 
-DET_SIZE = 320  # detector/segmenter input, square letterbox
+DET_SIZE = 384  # detector/segmenter input, square letterbox: shapes under 6 % of the short side need the pixels
 STRIDES = (8, 16, 32)  # anchor levels
-PROTO_STRIDE = 2  # mask prototypes at 160x160: tiny shapes need more than a few mask cells
+PROTO_STRIDE = 2  # mask prototypes at 192x192: tiny shapes need more than a few mask cells
 PROTO_SIZE = DET_SIZE // PROTO_STRIDE
 CLS_SIZE = 128  # classifier input, stretched

@@ -277,11 +277,17 @@ def train_detector(
     seed: int = 0,
     log: Callable[[str], None] = print,
     log_every: int = 100,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[ShapesDetector, list[float]]:
-    """Train the multi-task detector on a prepared dataset; returns the EMA model and losses."""
+    """Train the multi-task detector on a prepared dataset; returns the EMA model and losses.
+
+    `init_state` (a state_dict saved by `--save-state`) continues from earlier weights instead of from scratch.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = ShapesDetector(nm=32 if with_masks else 0).to(memory_format=torch.channels_last)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
     ema = Ema(model)
     opt = make_optimizer(model, lr, 5e-4)
     crit = DetLoss()
@@ -431,14 +437,18 @@ def write_model_dir(folder: Path, model_id: str, task: str, variant: str, resize
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "edge_daemon" / "default_models")
-    ap.add_argument("--det-images", type=int, default=8000)
-    ap.add_argument("--det-iters", type=int, default=3200)
+    ap.add_argument("--det-images", type=int, default=12000)
+    ap.add_argument("--det-iters", type=int, default=4800)
     ap.add_argument("--cls-images", type=int, default=8000)
     ap.add_argument("--cls-iters", type=int, default=1500)
     ap.add_argument("--cls-lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-det", action="store_true")
     ap.add_argument("--skip-cls", action="store_true")
+    ap.add_argument("--save-state", type=Path, help="also write the trained detector's EMA state_dict here "
+                    "(torch.save), so a later run can continue from it with --init-state")
+    ap.add_argument("--init-state", type=Path, help="start the detector from a --save-state file (loaded with "
+                    "weights_only=True) instead of from scratch")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     timings: dict[str, float] = {}
@@ -452,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         timings["det_data_s"] = time.perf_counter() - t
         log(f"det data: {len(data['images'])} images in {timings['det_data_s']:.0f}s")
         t = time.perf_counter()
-        model, _ = train_detector(data, args.det_iters, log=log)
+        init = torch.load(args.init_state, weights_only=True) if args.init_state else None
+        model, _ = train_detector(data, args.det_iters, log=log, init_state=init)
         timings["det_train_s"] = time.perf_counter() - t
         del data
+        if args.save_state:
+            args.save_state.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), args.save_state)
         for model_id, task, masks in (("shapes/1", "object-detection", False), ("shapes-seg/1", "instance-segmentation", True)):
             folder = args.out / model_id
             export_detector(model, folder / "weights.onnx", masks)

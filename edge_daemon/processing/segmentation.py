@@ -60,7 +60,7 @@ class MaskPatch:
         return result
 
 
-MAX_OUTLINE_UPSAMPLING = 8.0  # output px per mask px at most when tracing outlines: bounds the work
+MAX_OUTLINE_UPSAMPLING = 4.0  # beyond it an outline sits (k/4 - 1)/2 original px inside: bounds the work
 
 
 def _closed_polygon(centres: np.ndarray) -> np.ndarray:
