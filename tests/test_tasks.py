@@ -201,7 +201,8 @@ def test_region_rle_equals_the_full_image_mask():
 @pytest.mark.parametrize("original_px_per_mask_px", [1, 2, 4])
 def test_filling_the_points_gives_the_mask_back(original_px_per_mask_px):
     """Clients turn `points` back into a mask with cv2.fillPoly (supervision does): on the original image that
-    must give exactly the decoded mask, also when one mask pixel spans several original pixels."""
+    must give the decoded mask back, also when one mask pixel spans several original pixels. Only pixels on
+    the edge of diagonal staircases may differ: the outline is simplified to within half a pixel."""
     from edge_daemon.processing.preprocess import Geometry
     from edge_daemon.processing.segmentation import MaskPatch
 
@@ -217,4 +218,8 @@ def test_filling_the_points_gives_the_mask_back(original_px_per_mask_px):
         outline = MaskPatch(network, 0.0, 0.0, 1.0, 1.0).contours(output_px_per_mask_px=k)[0]
         filled = _fill([{"x": x, "y": y} for x, y in geometry.points_to_pixel_centres(outline)], size, size)
         blocky = cv2.resize(network, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
-        assert (filled == blocky).all()
+        ring = cv2.dilate(blocky.astype(np.uint8), np.ones((3, 3))) > cv2.erode(blocky.astype(np.uint8),
+                                                                              np.ones((3, 3)))
+        differ = filled != blocky
+        assert not (differ & ~ring).any()  # simplified staircases move the edge by half a pixel at most
+        assert differ.sum() <= 0.1 * ring.sum()

@@ -171,7 +171,7 @@ class CocoRle(BaseModel):
 class InstanceSegmentationPrediction(ObjectDetectionPrediction):
     points: list[Point] | None = Field(None, description="Largest external contour: (column, row) of the mask's "
                                       "outermost original-image pixels; cv2.fillPoly of the rounded points "
-                                      "gives the mask back.")
+                                      "gives the mask back (to within half a pixel).")
     rle: CocoRle | None = None
     mask_format: MaskFormat
 
