@@ -43,7 +43,7 @@ def segmentation_predictions(detections: Detections, patches: list[MaskPatch], g
     """Detection fields plus the mask: `points` (largest external contour) or COCO `rle` of the whole mask.
 
     Points are the (column, row) coordinates of the mask's outermost pixels in the original image, as
-    Roboflow's are: cv2.fillPoly of the rounded points gives the mask back.
+    Roboflow's are: cv2.fillPoly of the rounded points gives the mask back (to within half a pixel).
     """
     predictions = detection_predictions(detections, geometry, class_names)
     network_to_original = geometry.original_pixels_per_network_px()

@@ -79,8 +79,8 @@ def resolution(mode: MaskDecodeMode, tradeoff_factor: float, proto_scale: float)
     """Mask pixels per network pixel for a decode mode (proto_scale: prototype px per network px).
 
     `accurate` is the network input's resolution, as Roboflow's. Decoding finer, at the original image's
-    resolution, was measured on the bundled segmenter: 0.893 against 0.891 of objects at mask IoU >= 0.8 for
-    3.5x the post-processing time, so it is not done.
+    resolution, was measured on the bundled segmenter (v2): 0.893 against 0.891 of objects at mask IoU >= 0.8
+    for 3.5x the post-processing time, so it is not done.
     """
     if mode == "fast":
         return proto_scale
