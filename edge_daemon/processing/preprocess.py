@@ -70,19 +70,14 @@ class Geometry:
         """How many original pixels one network pixel spans (the finer axis; < 1 when the image was enlarged)."""
         return min(self.decode_ratio_x / self.scale_x, self.decode_ratio_y / self.scale_y)
 
-    def points_to_original(self, points: np.ndarray) -> np.ndarray:
-        """Map Nx2 network-input points (x, y) to original pixels, as boxes are mapped."""
+    def points_to_pixel_centres(self, points: np.ndarray) -> np.ndarray:
+        """Map Nx2 network-input points (x, y) to original pixel indices, as boxes are mapped (pixel (c, r)
+        has its centre at c + 0.5, r + 0.5 in continuous coordinates), clipped to the image."""
         out = np.empty_like(points, dtype=np.float64)
         out[:, 0] = (np.clip((points[:, 0] - self.pad_x) / self.scale_x, 0, self.crop_width) + self.crop_x) \
-            * self.decode_ratio_x
+            * self.decode_ratio_x - 0.5
         out[:, 1] = (np.clip((points[:, 1] - self.pad_y) / self.scale_y, 0, self.crop_height) + self.crop_y) \
-            * self.decode_ratio_y
-        return out
-
-    def points_to_pixel_centres(self, points: np.ndarray) -> np.ndarray:
-        """Map Nx2 network-input points to original pixel indices (pixel (c, r) has its centre at c + 0.5,
-        r + 0.5 in continuous coordinates), clipped to the image."""
-        out = self.points_to_original(points) - 0.5
+            * self.decode_ratio_y - 0.5
         np.clip(out[:, 0], 0, self.original_width - 1, out=out[:, 0])
         np.clip(out[:, 1], 0, self.original_height - 1, out=out[:, 1])
         return out

@@ -36,10 +36,10 @@ class MaskPatch:
 
         Each outline passes through the centres of the outermost *output* pixels the mask covers, so filling
         the polygon (cv2.fillPoly includes its boundary) at the output resolution gives the mask back, to
-        within half a pixel along diagonal edges, whose staircases are simplified. When
-        one mask pixel spans several output pixels, the binary mask is first repeated up to the output
-        resolution (nearest neighbour, cheap; a staircase keeps its corner count): tracing the centres of
-        coarse pixels instead would shrink the mask by half a coarse pixel all round.
+        within half a pixel along diagonal edges, whose staircases are simplified. When one mask pixel spans
+        several output pixels, the binary mask is first repeated up to the output resolution (nearest
+        neighbour, cheap): tracing the centres of coarse pixels instead would shrink the mask by half a coarse
+        pixel all round.
         """
         mask, step_x, step_y = self.mask, self.step_x, self.step_y
         factor = min(output_px_per_mask_px, MAX_OUTLINE_UPSAMPLING)
