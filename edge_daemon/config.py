@@ -105,6 +105,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("trt_retry_hours", float, lambda: 24.0,
            "after a failed TensorRT build, serve the model on ONNX Runtime and try the build again only after "
            "this many hours (0: at every load; `models build` always tries)"),
+    Option("model_retry_seconds", float, lambda: 300.0,
+           "after a model fails to load (refused outputs, broken files or metadata, engine failure), answer its "
+           "error at once and load it again only after this many seconds, when its files change, or on "
+           "POST /model/add or `models build` (registry trouble: at most 30 s; 0: at every request)"),
     Option("ort_optimization", str, lambda: "all",
            "ONNX Runtime graph optimisation saved in the engine cache: all (fastest, keyed to the CPU's "
            "instruction set) or extended (portable)"),
@@ -165,6 +169,7 @@ class Settings:
     trt_workspace_mib: int = 1024
     trt_max_batch: int = 4
     trt_retry_hours: float = 24.0
+    model_retry_seconds: float = 300.0
     ort_optimization: str = "all"
     ort_spinning: bool = True
     ort_threads: int = 0

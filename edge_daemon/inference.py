@@ -18,7 +18,7 @@ import numpy as np
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.batching import DynamicBatcher
 from edge_daemon.engines import Engine, create_engine
-from edge_daemon.errors import ModelArtifactError, ServiceUnavailable
+from edge_daemon.errors import ModelArtifactError, ServiceUnavailable, stage
 from edge_daemon.images.decode import DecodedImage
 from edge_daemon.models.metadata import ModelMetadata, read_metadata
 from edge_daemon.models.store import WEIGHTS
@@ -74,6 +74,23 @@ class LoadedModel:
         self.gate = gate
         self.metadata = metadata or read_metadata(folder, model_id)
         self.engine = engine or create_engine(folder / WEIGHTS, intra_op_threads=intra_op_threads)
+        self._active = 0
+        self._retired = False
+        self._closed = False
+        self._lifecycle = threading.Lock()
+        try:
+            self._check_engine()
+        except BaseException:
+            # Refused: free the engine now, not when the garbage collector reaches the traceback's frames
+            # (a refused 110 MB export otherwise held its memory per failed load).
+            self._close_engine()
+            raise
+        self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}",
+                                       in_flight=lambda: self._active)
+                        if batch_window > 0 and self.batch_size is None else None)
+
+    def _check_engine(self) -> None:
+        """Input size, preprocessing and the output check (with a warm-up run) for this engine."""
         self.input_width, self.input_height = _input_size(self.engine, self.metadata)
         batch_dim = self.engine.inputs[0].shape[0]
         self.batch_size: int | None = batch_dim  # None: any batch size
@@ -81,14 +98,8 @@ class LoadedModel:
         self.preprocessor = Preprocessor(self.metadata.preprocessing, self.input_width, self.input_height,
                                          normalisation)
         self.num_classes = len(self.metadata.class_names)
-        self.layout = self._validate_outputs()
-        self._active = 0
-        self._retired = False
-        self._closed = False
-        self._lifecycle = threading.Lock()
-        self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}",
-                                       in_flight=lambda: self._active)
-                        if batch_window > 0 and self.batch_size is None else None)
+        with stage("layout"):
+            self.layout = self._validate_outputs()
 
     def retire(self) -> None:
         """Unloaded: free the engine (GPU memory on TensorRT) once no request is still using it."""
@@ -124,7 +135,9 @@ class LoadedModel:
         try:
             outputs = self.engine.run(blank)
         except Exception as error:  # noqa: BLE001 (engines raise backend-specific types)
-            raise ModelArtifactError(f"model failed its validation run: {str(error)[:300]}") from None
+            failed = ModelArtifactError(f"model failed its validation run: {str(error)[:300]}")
+            failed.failure_stage = "warmup"  # type: ignore[attr-defined]
+            raise failed from None
         self.num_masks = 0
         self.output_index, self.proto_index = 0, -1
         if self.task == "classification":

@@ -45,6 +45,10 @@ class Metrics:
         self.downloaded_bytes = Counter("edge_daemon_downloaded_bytes_total", "Bytes of model weights downloaded",
                                         registry=r)
         r.register(_EngineCacheCollector())
+        self.model_load_failures = Counter(
+            "edge_daemon_model_load_failures_total",
+            "Failed model loads by the step that failed (files, registry, metadata, engine, warmup, layout); "
+            "ids that exist nowhere are counted without a model label", ["model", "reason"], registry=r)
         self.model_loads = Counter("edge_daemon_model_loads_total",
                                    "Model loads by where the files came from (registry = cache miss)",
                                    ["source"], registry=r)
@@ -61,6 +65,16 @@ class Metrics:
     def model_loaded(self, model_id: str, source: str, seconds: float) -> None:
         self.model_loads.labels(source).inc()
         self.model_load_seconds.labels(source).observe(seconds)
+
+    def model_load_failed(self, model_id: str, reason: str) -> None:
+        self.model_load_failures.labels(model_id, reason).inc()
+
+    def model_forgotten(self, model_id: str) -> None:
+        for name in STATES:
+            try:
+                self.model_states.remove(model_id, name)
+            except KeyError:
+                pass
 
     # ----- per inference ----------------------------------------------------------------------------
     def observe_inference(self, model_id: str, images: int, decode: float, preprocess: float, inference: float,
@@ -111,7 +125,9 @@ class MetricsMiddleware:
         self.metrics.in_flight.dec()
         route = req.uri_template or "unmatched"
         status = str(resp.status)[:3] if not isinstance(resp.status, int) else str(resp.status)
-        self.metrics.requests.labels(route, req.context.get("model_id", ""), status).inc()
+        # A 404 names a model that exists nowhere: made-up ids must not grow the label set.
+        model = req.context.get("model_id", "") if status != "404" else ""
+        self.metrics.requests.labels(route, model, status).inc()
         self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
 

@@ -129,8 +129,20 @@ class ModelDescription(BaseModel):
     input_width: int
 
 
+class FailedModel(BaseModel):
+    model_id: str
+    status: int = Field(description="The HTTP status its requests get until the next try.")
+    message: str
+    reason: str = Field(description="The step that failed: files, registry, metadata, engine, warmup or layout.")
+    attempts: int
+    next_try: str | None = Field(description="When a request may load it again (UTC); sooner if its files "
+                                             "change, or on POST /model/add.")
+
+
 class ModelsDescriptions(BaseModel):
     models: list[ModelDescription]
+    failed: list[FailedModel] = Field(default_factory=list, description="Models whose last load failed (absent "
+                                      "when none did).")
 
 
 class ImageDimensions(BaseModel):

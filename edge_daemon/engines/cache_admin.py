@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX, read_failure
+from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX
+from edge_daemon.failures import read_record
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def list_failures(cache_dir: Path) -> list[dict[str, Any]]:
     root = Path(cache_dir) / ENGINES_DIR
     records: list[dict[str, Any]] = []
     for path in root.glob(f"*/{FAILED_PREFIX}*.json") if root.is_dir() else []:
-        record = read_failure(path)
+        record = read_record(path)
         if record is not None:
             records.append({**record, "path": str(path)})
     return sorted(records, key=lambda record: record["failed_unix"], reverse=True)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_daemon import __version__
 from edge_daemon.engines.base import Engine, EngineBuild
-from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome, write_atomic
+from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome
 from edge_daemon.engines.cuda_binding import ImportModule, load_cuda_binding
 from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine, ort
 from edge_daemon.engines.selection import BackendChoice, choose_backend
@@ -29,6 +28,8 @@ from edge_daemon.engines.tensorrt_engine import (
     build_plan,
     make_logger,
 )
+from edge_daemon.failures import retry_at, retry_due, utc_text
+from edge_daemon.files import write_atomic
 from edge_daemon.hashing import sha256_bytes
 from edge_daemon.platform.probe import PlatformInfo, current_platform
 
@@ -115,17 +116,14 @@ class RecentBuildFailure(Exception):
 
 def _check_recent_failure(cache: EngineCache, model_id: str, inputs: KeyInputs, retry_hours: float) -> None:
     failure = cache.last_failure(model_id, inputs)
-    if failure is None or retry_hours <= 0:
+    if failure is None or retry_due(failure, retry_hours * 3600):
+        if failure is not None:
+            log.info("retrying the TensorRT build of %s, which failed at %s", model_id, failure.get("failed"))
         return
-    retry_at = failure["failed_unix"] + retry_hours * 3600
-    if time.time() >= retry_at:
-        log.info("retrying the TensorRT build of %s, which failed at %s", model_id, failure.get("failed"))
-        return
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retry_at))
     raise RecentBuildFailure(
         f"TensorRT skipped for {model_id}: its build failed at {failure.get('failed')} "
-        f"({str(failure.get('reason'))[:300]}); next try after {when} (EDGE_DAEMON_TRT_RETRY_HOURS), "
-        f"or now with `edge-daemon models build {model_id}`")
+        f"({str(failure.get('reason'))[:300]}); next try after {utc_text(retry_at(failure, retry_hours * 3600))} "
+        f"(EDGE_DAEMON_TRT_RETRY_HOURS), or now with `edge-daemon models build {model_id}`")
 
 
 def _versions(**extra: str) -> dict[str, Any]:
