@@ -89,8 +89,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
     Option("max_batch", int, lambda: 16, "most images in one request"),
-    Option("fast_decode", _parse_bool, lambda: True,
-           "decode large JPEGs at 1/2, 1/4 or 1/8 scale when the network input is that much smaller"),
+    Option("fast_decode", _parse_bool, lambda: False,
+           "decode large JPEGs at 1/2, 1/4 or 1/8 scale when the network input is that much smaller: faster, "
+           "but the model sees other pixels than Roboflow's server gives it (answers differ slightly)"),
     Option("max_image_pixels", int, lambda: 64 * 1024 * 1024,
            "largest image accepted, in pixels (checked from the header before decoding)"),
     Option("load_wait", float, lambda: 30.0,
@@ -160,7 +161,7 @@ class Settings:
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch: int = 16
-    fast_decode: bool = True
+    fast_decode: bool = False
     max_image_pixels: int = 64 * 1024 * 1024
     load_wait: float = 30.0
     max_active_models: int = 8

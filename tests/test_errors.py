@@ -64,7 +64,7 @@ def test_hostile_model_ids_are_refused_before_any_lookup(daemon, colour_jpeg, mo
 def test_model_with_wrong_class_count_is_a_clear_422(daemon, colour_jpeg):
     response = requests.post(daemon.url + "/wrong-classes/1", data=colour_jpeg)
     assert response.status_code == 422
-    assert "does not fit 2 classes" in response.json()["message"]
+    assert "do not fit 2 classes" in response.json()["message"]
 
 
 def test_unexpected_engine_failure_is_500_and_server_keeps_serving(daemon, colour_jpeg):

@@ -216,7 +216,7 @@ def test_model_add_and_models_build_force_a_retry(tmp_path, refused_store, colou
 
         built = subprocess.run([sys.executable, "-m", "edge_daemon", "models", "build", "refused/1", *common],
                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-        assert built.returncode == 1 and "prototypes" in built.stderr, built.stderr
+        assert built.returncode == 1 and "declared instance-segmentation" in built.stderr, built.stderr
         record = json.loads((tmp_path / "cache" / "failed-loads" / "refused" / "1.json").read_text())
         assert record["attempts"] == 3 and record["stage"] == "layout"
 

@@ -20,7 +20,7 @@ from edge_daemon.service import InferenceService
 
 
 def describe(model: LoadedModel) -> dict[str, Any]:
-    return {"model_id": model.model_id, "task_type": model.task,
+    return {"model_id": model.model_id, "task_type": model.task, "family": model.family.name,
             "batch_size": model.batch_size if model.batch_size else "dynamic",
             "input_height": model.input_height, "input_width": model.input_width}
 

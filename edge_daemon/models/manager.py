@@ -30,9 +30,9 @@ from edge_daemon.errors import ApiError, BadGateway, ModelArtifactError, NotFoun
 from edge_daemon.failures import Record, utc_text
 from edge_daemon.inference import LoadedModel
 from edge_daemon.models.load_failures import LoadFailures, as_error
-from edge_daemon.models.metadata import read_metadata
+from edge_daemon.models.metadata import ENVIRONMENT, MODEL_TYPE, read_metadata
 from edge_daemon.models.registry_client import RegistryClient
-from edge_daemon.models.store import BUNDLED_ROOT, ENVIRONMENT, MODEL_TYPE, WEIGHTS, ModelId, ModelStore, verify_folder
+from edge_daemon.models.store import BUNDLED_ROOT, WEIGHTS, ModelId, ModelStore, verify_folder
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class ModelManager:
         except (KeyError, TypeError, ValueError):
             input_hw = None
         with stage("engine"):
-            engine = create_engine(folder / WEIGHTS, model_id=str(model_id),
+            engine = create_engine(folder / metadata.weights, model_id=str(model_id),
                                    options=engine_options(self.settings, input_hw=input_hw))
         return LoadedModel(str(model_id), folder, engine=engine, gate=self.gate, metadata=metadata,
                            batch_window=self.settings.batch_window_ms / 1000, max_batch=self.settings.max_batch)
