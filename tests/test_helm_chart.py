@@ -192,13 +192,17 @@ def test_chart_made_secret_is_referenced() -> None:
     assert {item["valueFrom"]["secretKeyRef"]["name"] for item in container["env"]} == {"vision-edge-daemon"}
 
 
-def test_settings_are_real_daemon_options(mixed: list[dict[str, Any]]) -> None:
+def test_settings_in_the_values_files_are_real_daemon_options() -> None:
     for path in (MIXED, CHART / "values.yaml"):
         values = yaml.safe_load(path.read_text())
         keys = set(values.get("settings") or {})
         for spec in (values.get("deviceClasses") or {}).values():
             keys |= set(spec.get("settings") or {})
+        assert keys, path
         assert keys <= OPTION_NAMES, f"{path.name}: not edge-daemon options: {sorted(keys - OPTION_NAMES)}"
+
+
+def test_rendered_settings_parse_as_daemon_settings(mixed: list[dict[str, Any]]) -> None:
     env_names = {option.env for option in OPTIONS}
     for name, config in by_kind(mixed, "ConfigMap").items():
         assert set(config["data"]) <= env_names, name
