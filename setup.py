@@ -37,6 +37,8 @@ setup(
             "schemathesis>=4.0",
             "prometheus-client>=0.20",
         ],
+        # --backend remote: NVIDIA's client for KServe v2 servers (Triton, MLServer), over gRPC and HTTP.
+        "remote": ["tritonclient[grpc,http]>=2.40"],
         # Retraining the bundled models only; never needed at run time.
         "train": ["torch==2.13.0"],
     },

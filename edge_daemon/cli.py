@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     prebuilt = actions.add_parser("build", help="compile a model's engine for this box now (downloads if needed)")
     prebuilt.add_argument("model_id")
     add_arguments(prebuilt)
+    exported = actions.add_parser("export-triton", help="write the model as a Triton model repository entry")
+    exported.add_argument("model_id")
+    exported.add_argument("directory", type=Path, help="the model repository; the entry is DIR/<project>_<version>")
+    exported.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_arguments(exported)
     removed = actions.add_parser("rm", help="remove a model from your store and the cache")
     removed.add_argument("model_id")
     add_arguments(removed)
@@ -233,6 +238,8 @@ def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
                                            args.resize_format, args.multilabel)
     if args.action == "rm":
         return model_commands.remove_model(settings, args.model_id)
+    if args.action == "export-triton":
+        return model_commands.export_triton(settings, args.model_id, args.directory, args.force)
     if args.action == "build":
         return engine_commands.build(settings, args.model_id)
     return 2

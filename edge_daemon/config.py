@@ -99,7 +99,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_active_models", int, lambda: 8,
            "models kept loaded; the least recently used is unloaded (its files stay cached)"),
     Option("backend", str, lambda: "auto",
-           "auto (TensorRT on Jetson/NVIDIA boxes where it works, else ONNX Runtime), tensorrt or onnxruntime"),
+           "auto (TensorRT on Jetson/NVIDIA boxes where it works, else ONNX Runtime), tensorrt, onnxruntime, or "
+           "remote (a KServe v2 server such as Triton at --remote-url)"),
     Option("precision", str, lambda: "auto", "auto, fp16 or fp32 (fp16 only where the GPU has fast FP16)"),
     Option("trt_workspace_mib", int, lambda: 1024, "TensorRT builder workspace limit, in MiB"),
     Option("trt_max_batch", int, lambda: 4, "largest batch a TensorRT engine is built for (larger ones split)"),
@@ -136,6 +137,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("deepstack_model", str, lambda: "shapes/1", "model served by DeepStack's /v1/vision/detection"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
     Option("log_format", str, lambda: "text", "text (human-readable) or json (one object a line)"),
+    # --backend remote: a KServe v2 / Open Inference Protocol server (Triton, MLServer) runs the models.
+    Option("remote_url", str, lambda: "",
+           "KServe v2 server for --backend remote: grpc://host:8001 (preferred) or http://host:8000"),
+    Option("remote_model_map", _parse_list, list,
+           "server model names, e.g. shapes/1=detector; unmapped ids use the id with / as _ (shapes/1: shapes_1)"),
+    Option("remote_timeout", float, lambda: 5.0, "seconds allowed for each remote inference call"),
+    Option("remote_retries", int, lambda: 2,
+           "retries of a remote call refused as UNAVAILABLE (server restarting, connection refused)"),
+    Option("remote_breaker_seconds", float, lambda: 5.0,
+           "after 3 failed remote calls in a row, calls fail fast (or fall back) this long before one is tried again"),
+    Option("remote_fallback", _parse_bool, lambda: False,
+           "serve models on this box's own engine while the remote server is down (shown in /info and /metrics)"),
 )
 
 
@@ -186,6 +199,12 @@ class Settings:
     deepstack_model: str = "shapes/1"
     log_level: str = "info"
     log_format: str = "text"
+    remote_url: str = ""
+    remote_model_map: list[str] = field(default_factory=list)
+    remote_timeout: float = 5.0
+    remote_retries: int = 2
+    remote_breaker_seconds: float = 5.0
+    remote_fallback: bool = False
 
     @property
     def cache_path(self) -> Path:

@@ -130,6 +130,8 @@ class LoadedModel:
         blank = np.zeros((self.batch_size or 1, 3, self.input_height, self.input_width), dtype=np.float32)
         try:
             return self.engine.run(blank)
+        except ServiceUnavailable:
+            raise  # a remote engine's server went away: the model is fine, the load is retried later
         except Exception as error:  # noqa: BLE001 (engines raise backend-specific types)
             failed = ModelArtifactError(f"model failed its validation run: {str(error)[:300]}")
             failed.failure_stage = "warmup"  # type: ignore[attr-defined]

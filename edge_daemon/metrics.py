@@ -7,6 +7,7 @@ URI templates, never raw paths; API keys never appear anywhere.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -105,6 +106,37 @@ class _EngineCacheCollector:
                                   "Cached engines discarded as stale or corrupt", value=totals["discards"])
         yield CounterMetricFamily("edge_daemon_engine_build_seconds", "Seconds spent compiling engines",
                                   value=totals["build_seconds"])
+
+
+class RemoteEngineCollector:
+    """Per loaded model on the remote backend: server up, local fallback in use, calls by outcome."""
+
+    def __init__(self, loaded: Callable[[], list[Any]]):
+        self._loaded = loaded
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        up = GaugeMetricFamily("edge_daemon_remote_up", "1 while the model's KServe v2 server takes calls "
+                               "(circuit closed)", labels=["model"])
+        fallback = GaugeMetricFamily("edge_daemon_remote_fallback_active",
+                                     "1 while the model runs on the local engine because its server is down",
+                                     labels=["model"])
+        calls = CounterMetricFamily("edge_daemon_remote_calls", "Remote engine calls by outcome (ok, unreachable, "
+                                    "rejected, fast_failed by the open circuit, fallback to the local engine)",
+                                    labels=["model", "outcome"])
+        for model in self._loaded():
+            status_of = getattr(model.engine, "remote_status", None)
+            if status_of is None:
+                continue
+            status = status_of()
+            up.add_metric([model.model_id], 1.0 if status["up"] else 0.0)
+            fallback.add_metric([model.model_id], 1.0 if status["fallback_active"] else 0.0)
+            for outcome, count in status["calls"].items():
+                calls.add_metric([model.model_id, outcome], count)
+        yield up
+        yield fallback
+        yield calls
 
 
 class MetricsMiddleware:

@@ -86,9 +86,16 @@ def info(service: InferenceService) -> dict[str, Any]:
         "platform": platform.to_dict(),
         "engine_cache": CACHE_COUNTERS.snapshot(),
         "models_available": service.manager.available(),
-        "models_loaded": [{"model_id": model.model_id, "engine": _engine_build(model)}
-                          for model in service.manager.loaded()],
+        "models_loaded": [_loaded_model(model) for model in service.manager.loaded()],
     }
+
+
+def _loaded_model(model: Any) -> dict[str, Any]:
+    entry = {"model_id": model.model_id, "engine": _engine_build(model)}
+    remote_status = getattr(model.engine, "remote_status", None)
+    if remote_status is not None:  # backend remote: where it runs, circuit state, local fallback in use
+        entry["remote"] = remote_status()
+    return entry
 
 
 def _engine_build(model: Any) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ loaded again only when one of these holds:
 Failures of models whose files are here are kept as JSON files in the cache folder, so a restart and the
 `edge-daemon` commands see them. Failures of models that are not here (unknown ids, registry errors) stay in
 a bounded in-memory table: a client cycling through made-up ids can fill neither the disk nor the memory.
-Only an unreachable registry or a cut-off download is not remembered: the next request simply tries again.
+Only what passes by itself is not remembered (an unreachable registry or remote engine server, a cut-off
+download): the next request simply tries again.
 """
 
 from __future__ import annotations
@@ -119,9 +120,10 @@ class LoadFailures:
                 pass  # an unreadable folder or a read-only cache: remember it in memory instead
             details.update(folder=None)
         details["key_digest"] = _key_digest(api_key)
-        if details["stage"] == "registry" and status >= 500:
-            # The registry was unreachable, slow or cut the download off: the 503 already says "retry", and
-            # the next request does (remembering it would only delay the recovery).
+        if status == 503 or (details["stage"] == "registry" and status >= 500):
+            # Something the model needs was away (the registry, a remote engine's server) or cut a download
+            # off: the answer already says "retry", and the next request does (remembering would only delay
+            # the recovery).
             return {**details, "reason": message, "failed_unix": time.time(), "attempts": 1}
         return self.transient.record(model_id, message, **details)
 
