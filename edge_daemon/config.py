@@ -131,6 +131,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("deepstack_model", str, lambda: "shapes/1", "model served by DeepStack's /v1/vision/detection"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
     Option("log_format", str, lambda: "text", "text (human-readable) or json (one object a line)"),
+    # Web console (edge_daemon/console/)
+    Option("console", _parse_bool, lambda: True,
+           "serve the web console at / (models, try a model on a picture, health); false: / is a 404"),
 )
 
 
@@ -180,6 +183,7 @@ class Settings:
     deepstack_model: str = "shapes/1"
     log_level: str = "info"
     log_format: str = "text"
+    console: bool = True
 
     @property
     def cache_path(self) -> Path:
