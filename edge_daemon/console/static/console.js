@@ -118,6 +118,7 @@ function lock(message) {
   $("#login").hidden = false;
   $("#forget-key").hidden = true;
   $("#login-error").textContent = message || "";
+  $("#login-key").value = "";
   $("#login-key").focus();
 }
 
@@ -336,9 +337,9 @@ const Models = {
   },
   engineCell(model) {
     const engine = model.engine;
-    if (!engine) return h("td", { class: "muted", text: "not loaded" });
+    if (!engine) return h("td", { class: "muted", "data-label": "Engine", text: "not loaded" });
     const how = engine.cache_hit ? "from cache" : `built in ${(engine.build_seconds || 0).toFixed(1)} s`;
-    return h("td", {}, `${engine.backend} ${engine.backend_version || ""} · ${engine.precision}`,
+    return h("td", { "data-label": "Engine" }, `${engine.backend} ${engine.backend_version || ""} · ${engine.precision}`,
       h("br"), h("span", { class: "muted small", text: `${how}${engine.cache_key ? ` · key ${engine.cache_key.slice(0, 12)}` : ""}` }),
       engine.fallback_reason ? h("div", { class: "small", text: engine.fallback_reason }) : null);
   },
@@ -350,16 +351,16 @@ const Models = {
       return h("tr", { dataset: { model: model.model_id } },
         h("th", { scope: "row" }, model.model_id,
           model.classes ? h("div", { class: "muted small", text: `${model.classes.length} classes · ${formatBytes(model.size_bytes)}` }) : null),
-        h("td", {}, model.task || "?", model.family ? h("div", { class: "muted small", text: model.family }) : null,
+        h("td", { "data-label": "Task / family" }, model.task || "?", model.family ? h("div", { class: "muted small", text: model.family }) : null,
           model.model_type ? h("div", { class: "muted small", text: model.model_type }) : null),
-        h("td", { text: model.source }),
-        h("td", {}, h("span", { class: `state ${model.state}`, text: model.state, "data-state": model.state })),
+        h("td", { "data-label": "Source", text: model.source }),
+        h("td", { "data-label": "State" }, h("span", { class: `state ${model.state}`, text: model.state, "data-state": model.state })),
         this.engineCell(model),
-        h("td", {}, (model.engine_cache || []).length === 0 ? h("span", { class: "muted", text: "none" }) :
+        h("td", { "data-label": "Engine cache" }, (model.engine_cache || []).length === 0 ? h("span", { class: "muted", text: "none" }) :
           model.engine_cache.map((entry) => h("div", { class: "small",
             text: `${entry.backend} ${entry.precision} · ${formatBytes(entry.size_bytes)} · ${entry.key.slice(0, 12)}${entry.valid ? "" : " (invalid)"}` }))),
-        h("td", { class: "small", text: model.last_error || "" }),
-        h("td", {}, h("div", { class: "actions" },
+        model.last_error ? h("td", { class: "small", "data-label": "Last error", text: model.last_error }) : h("td"),
+        h("td", { "data-label": "Actions" }, h("div", { class: "actions" },
           h("button", { type: "button", disabled: loaded || transitional, "aria-label": `Load ${label}`, text: "Load",
             onclick: () => this.act("Loading", label, "/model/add") }),
           h("button", { type: "button", disabled: !loaded, "aria-label": `Unload ${label}`, text: "Unload",
