@@ -400,6 +400,47 @@ def test_overview_and_cameras_pages(browser, daemon):
     screenshot(browser, "cameras")
 
 
+class _StandInStreams:
+    """GET /streams in the shape the camera-streams branch serves ({"streams": [...]}), until it lands here."""
+
+    def on_get(self, req: Any, resp: Any) -> None:
+        resp.media = {"streams": [{"id": "yard", "state": "running", "last_error": None, "fps": 4.8,
+                                   "frames": {"read": 120, "inferred": 118, "dropped": 2}}]}
+
+
+class _StandInFrame:
+    def __init__(self, jpeg: bytes):
+        self.jpeg = jpeg
+
+    def on_get(self, req: Any, resp: Any, stream_id: str) -> None:
+        resp.content_type = "image/jpeg"
+        resp.data = self.jpeg
+
+
+def test_cameras_page_shows_streams_and_their_latest_frame(browser, journal, demo_image, tmp_path):
+    """The camera-streams API is built on another branch; a stand-in with its routes checks the page's side."""
+    from edge_daemon.api.openapi import Operation
+
+    settings = Settings(host="127.0.0.1", port=0, threads=4, models_dir="", api_url="",
+                        cache_dir=str(tmp_path / "cache"))
+    with ThreadedDaemon(settings) as running:
+        journal.origins.add(running.url)
+        running.app.add_route("/streams", _StandInStreams())
+        running.app.add_route("/streams/{stream_id}/latest.jpg", _StandInFrame(demo_image[0].read_bytes()))
+        for path in ("/streams", "/streams/{stream_id}/latest.jpg"):
+            running.app.openapi.add(Operation(path, "get", "stand-in", responses={"200": {"description": "ok"}}))
+        open_page(browser, running.url, "cameras")
+        card = "#cameras-list [data-stream='yard']"
+        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, card), timeout=10, message="no stream card")
+        wait(browser, lambda b: b.execute_script(f"return document.querySelector(\"{card} img\").naturalWidth") == 600,
+             timeout=10, message="the stream's latest frame was not shown within 10 s")
+        text = text_of(browser, card)
+        assert "running" in text and "120" in text and "118" in text and "4.8" in text, text
+        assert not browser.find_element(By.ID, "cameras-none").is_displayed()
+        screenshot(browser, "cameras-streams")
+        browser.get("about:blank")  # stop the page's polling before this daemon goes away
+
+
 def test_access_keys_lock_the_console_until_a_valid_key(browser, journal, tmp_path):
     settings = Settings(host="127.0.0.1", port=0, threads=4, models_dir="", api_url="", ort_threads=1,
                         cache_dir=str(tmp_path / "cache"), access_keys=[ACCESS_KEY])
@@ -468,7 +509,7 @@ def test_nothing_left_the_daemon_and_no_console_error(browser, daemon, journal):
     journal.drain(browser)
     assert len(journal.urls) >= 5
     outside = [url for url in journal.urls
-               if not url.startswith(("data:", "blob:")) and not any(url.startswith(origin + "/")
+               if not url.startswith(("data:", "blob:", "about:blank")) and not any(url.startswith(origin + "/")
                                                                     for origin in journal.origins)]
     assert not outside, f"requests left the daemon's origin: {outside}"
     unexpected = [entry for entry in journal.severe

@@ -749,9 +749,6 @@ function setUpTry() {
     drop.classList.remove("over");
     TryIt.setFile(event.dataTransfer.files[0]);
   });
-  drop.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("#try-file").click(); }
-  });
   const tabs = [...document.querySelectorAll("#snippet-tabs [role=tab]")];
   for (const tab of tabs) {
     tab.addEventListener("click", () => TryIt.selectTab(tab));
