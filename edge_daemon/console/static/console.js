@@ -264,7 +264,7 @@ const Overview = {
   fetchedAt: 0,
   async enter() {
     await this.load();
-    this.timer = setInterval(() => this.load(), 5000);
+    this.timer = setInterval(() => this.load(), 10000);
     this.drawCharts();
   },
   leave() { clearInterval(this.timer); this.timer = null; },
