@@ -26,6 +26,8 @@ import requests
 
 from edge_daemon.config import Settings
 from tests.support.daemon import REPO_ROOT, ThreadedDaemon
+from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, write_model
+from tests.support.registry import RegistryServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (.ci/run installs it)")
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -375,6 +377,29 @@ def test_models_page_lists_bundled_models_and_unloads_loads_and_rebuilds(browser
     catalog = {m["model_id"]: m for m in requests.get(daemon.url + "/model/catalog", timeout=10).json()["models"]}
     assert catalog["shapes-cls/1"]["engine"]["cache_hit"] is False
     assert len(catalog["shapes-cls/1"]["engine_cache"]) == 1
+
+
+def test_models_page_pulls_a_model_from_the_registry(browser, journal, tmp_path):
+    source = write_model(tmp_path / "registry-files", "remote/3", colour_detector("yolov8"), colour_environment())
+    with RegistryServer() as registry:
+        registry.add_model("remote/3", source, COLOUR_CLASSES)
+        settings = Settings(host="127.0.0.1", port=0, threads=4, models_dir="", api_url=registry.url,
+                            ort_threads=1, cache_dir=str(tmp_path / "cache"))
+        with ThreadedDaemon(settings) as running:
+            journal.origins.add(running.url)
+            open_page(browser, running.url, "models")
+            wait(browser, lambda b: _row_state(b, "shapes/1") == "available")
+            assert not browser.find_elements(By.CSS_SELECTOR, "#models-table tr[data-model='remote/3']")
+            browser.find_element(By.ID, "pull-id").send_keys("remote/3")
+            browser.find_element(By.ID, "pull-key").send_keys("good-key")
+            browser.find_element(By.CSS_SELECTOR, "#pull-form button[type=submit]").click()
+            wait(browser, lambda b: _row_state(b, "remote/3") == "ready", message="the pulled model is not ready")
+            assert "cache" in _row_text(browser, "remote/3")
+            assert registry.state.weight_downloads == {"remote/3": 1}
+            events = journal.drain(browser)
+            urls = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
+            assert urls and not [url for url in urls if "good-key" in url], "the registry key went into a URL"
+            browser.get("about:blank")
 
 
 def test_overview_and_cameras_pages(browser, daemon):
