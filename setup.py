@@ -12,7 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",  # JetPack 6 ships Python 3.10 with its TensorRT bindings
     packages=find_packages(include=["edge_daemon", "edge_daemon.*"]),
-    package_data={"edge_daemon": ["default_models/README.md", "default_models/*/*/*"]},
+    package_data={"edge_daemon": ["default_models/README.md", "default_models/*/*/*",
+                               "console/static/*"]},  # the web console's HTML, CSS, JS and icon
     install_requires=[
         "falcon>=4.0,<5",
         "waitress>=3.0,<4",

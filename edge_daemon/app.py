@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import falcon
 import orjson
 
+from edge_daemon import console
 from edge_daemon.api import access_control, deepstack, docs, errors, health, infer, legacy, model_management
+from edge_daemon.api import model_catalog as catalog_routes
 from edge_daemon.api.access_log import AccessLogMiddleware
 from edge_daemon.api.openapi import OpenApiRegistry, Operation
 from edge_daemon.config import Settings
@@ -16,9 +20,10 @@ from edge_daemon.service import InferenceService
 class DaemonApp(falcon.App):
     """The falcon app plus handles on what it serves (for start-up work, the CLI and tests)."""
 
-    def __init__(self, service: InferenceService, openapi: OpenApiRegistry, metrics: Metrics):
+    def __init__(self, service: InferenceService, openapi: OpenApiRegistry, metrics: Metrics,
+                 public_paths: Sequence[str] = ()):
         super().__init__(middleware=[MetricsMiddleware(metrics), AccessLogMiddleware(),
-                                     *access_control.middleware(service.settings)], cors_enable=False)
+                                     *access_control.middleware(service.settings, public_paths)], cors_enable=False)
         self.service = service
         self.openapi = openapi
         self.metrics = metrics
@@ -29,7 +34,9 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     metrics = service.metrics if service is not None and service.metrics is not None else Metrics()
     service = service or InferenceService(settings, metrics=metrics)
     registry = OpenApiRegistry()
-    app = DaemonApp(service, registry, metrics)
+    # Web console at / (edge_daemon/console/): its own files hold no data and load without an access key.
+    site = console.ConsoleSite(bool(access_control.load_access_keys(settings))) if settings.console else None
+    app = DaemonApp(service, registry, metrics, site.public_paths() if site else ())
     metrics.queued.set_function(lambda: service.gate.waiting)
     metrics.registry.register(RemoteEngineCollector(service.manager.loaded))  # backend remote
     app.req_options.strip_url_path_trailing_slash = True
@@ -48,4 +55,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     infer.register(app, registry, service)
     model_management.register(app, registry, service)
     legacy.register(app, registry, service)
+    catalog_routes.register(app, registry, service)
+    if site is not None:
+        console.register(app, registry, site)
     return app

@@ -149,6 +149,9 @@ OPTIONS: tuple[Option, ...] = (
            "after 3 failed remote calls in a row, calls fail fast (or fall back) this long before one is tried again"),
     Option("remote_fallback", _parse_bool, lambda: False,
            "serve models on this box's own engine while the remote server is down (shown in /info and /metrics)"),
+    # Web console (edge_daemon/console/)
+    Option("console", _parse_bool, lambda: True,
+           "serve the web console at / (models, try a model on a picture, health); false: / is a 404"),
 )
 
 
@@ -205,6 +208,7 @@ class Settings:
     remote_retries: int = 2
     remote_breaker_seconds: float = 5.0
     remote_fallback: bool = False
+    console: bool = True
 
     @property
     def cache_path(self) -> Path:
