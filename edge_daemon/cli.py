@@ -78,6 +78,7 @@ def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
         log.info("stopping: no new connections; finishing requests in flight (at most %.0f s)", drain_seconds)
         for listener in listeners:
             wasyncore.dispatcher.close(listener)  # the listening socket only (its trigger still wakes the loop)
+        app.close()  # camera streams stop (their SSE connections end; MQTT sinks publish "offline")
         deadline, busy = time.monotonic() + drain_seconds, 0
         while time.monotonic() < deadline and not hurry.is_set():
             busy = 0

@@ -1,0 +1,294 @@
+"""Camera streams against real servers on loopback: a GStreamer RTSP camera, a mosquitto broker, MJPEG and
+snapshot cameras and a webhook receiver, with the real daemon and the bundled shapes/1 model."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from edge_daemon.scenes import encode_jpeg, generate_scene
+from tests.support.cameras import HttpCamera, Mosquitto, RtspCamera, WebhookReceiver, rtsp_unavailable
+from tests.support.daemon import DaemonProcess, ThreadedDaemon
+
+SCENE_SEED = 9  # 640x360: three circles, a square, a star and a triangle
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, list[str]]:
+    generated = generate_scene(SCENE_SEED, 640, 360)
+    return generated.image, sorted(obj.class_name for obj in generated.objects)
+
+
+@pytest.fixture
+def picture(tmp_path: Path, scene) -> Path:
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), scene[0])
+    return path
+
+
+@pytest.fixture
+def streams_daemon(make_settings) -> Iterator[ThreadedDaemon]:
+    with ThreadedDaemon(make_settings(url_allow_loopback=True)) as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], object], timeout: float, step: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def stream_state(url: str, stream_id: str) -> dict:
+    return requests.get(f"{url}/streams/{stream_id}", timeout=5).json()
+
+
+class Subscriber:
+    """A paho-mqtt 2.x client collecting messages under `edge-daemon/#`."""
+
+    def __init__(self, port: int):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([("edge-daemon/#", 1), ("homeassistant/#", 1)])
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_stream_config_is_validated_and_credentials_are_masked(streams_daemon):
+    url = streams_daemon.url
+    base = {"id": "cam1", "source": "rtsp://admin:hunter22@127.0.0.1:9/live", "model_id": "shapes/1"}
+    bad = requests.post(url + "/streams", json={**base, "max_fps": -1})
+    assert bad.status_code == 422 and "max_fps" in bad.json()["message"]
+    bad_sink = requests.post(url + "/streams", json={**base, "sinks": [{"type": "mqtt", "url": "http://x"}]})
+    assert bad_sink.status_code == 422 and "sinks[0].url" in bad_sink.json()["message"]
+    unknown = requests.post(url + "/streams", json={**base, "fps": 3})
+    assert unknown.status_code == 422 and "fps" in unknown.json()["message"]
+    local = requests.post(url + "/streams", json={**base, "source": "/etc/passwd"})
+    assert local.status_code == 422 and "source" in local.json()["message"]
+    assert requests.post(url + "/streams", data=b"{nope").status_code == 400
+    created = requests.post(url + "/streams", json={**base, "stall_timeout": 1, "open_timeout": 1,
+                                                    "sinks": [{"type": "webhook", "url": "http://127.0.0.1:9/h",
+                                                               "secret": "sesame-secret"}]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert {"id", "source", "model_id", "state", "last_error", "last_frame_at", "frames", "reconnects"} <= set(body)
+    assert set(body["frames"]) == {"read", "inferred", "dropped"}
+    assert requests.post(url + "/streams", json=base).status_code == 409
+    assert requests.get(url + "/streams/nope").status_code == 404
+    # The camera is down (port 9): the stream keeps retrying and says why.
+    state = wait_for(lambda: (s := stream_state(url, "cam1"))["reconnects"] >= 1 and s, 10)
+    assert state["state"] in ("reconnecting", "starting") and state["last_error"]
+    everything = requests.get(url + "/streams").text + requests.get(url + "/metrics").text + \
+        requests.get(url + "/readiness").text
+    assert "hunter22" not in everything and "admin" not in everything and "sesame-secret" not in everything
+    assert "rtsp://***@127.0.0.1:9/live" in requests.get(url + "/streams").text
+    assert requests.get(url + "/readiness").json()["streams"]["cam1"]["state"] in ("reconnecting", "starting")
+    assert requests.delete(url + "/streams/cam1").json() == {"id": "cam1", "deleted": True}
+    assert requests.get(url + "/streams").json() == {"streams": []}
+
+
+def test_rtsp_stream_publishes_detections_over_mqtt_and_survives_faults(streams_daemon, picture, scene, tmp_path):
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    camera = RtspCamera(picture).start()
+    broker = Mosquitto(tmp_path).start()
+    subscriber = Subscriber(broker.port)
+    url = streams_daemon.url
+    try:
+        config = {"id": "door", "source": camera.url.replace("rtsp://", "rtsp://viewer:cam-pass@"),
+                  "model_id": "shapes/1", "max_fps": 4, "confidence": 0.4, "stall_timeout": 2, "open_timeout": 3,
+                  "backoff_cap": 2,
+                  "sinks": [{"type": "mqtt", "url": f"mqtt://127.0.0.1:{broker.port}", "topic_prefix": "edge-daemon",
+                             "home_assistant": True}]}
+        assert requests.post(url + "/streams", json=config).status_code == 201
+        wait_for(lambda: len(subscriber.on("edge-daemon/door/detections")) >= 3, 20)
+        payload = json.loads(subscriber.on("edge-daemon/door/detections")[-1])
+        assert payload["stream_id"] == "door" and payload["frame_timestamp"] and payload["inference_id"]
+        assert payload["image"] == {"width": 640, "height": 360}
+        assert sorted(p["class"] for p in payload["predictions"]) == scene[1]
+        assert subscriber.on("edge-daemon/door/availability")[-1] == b"online"
+        assert subscriber.on("homeassistant/sensor/edge_daemon_door/circle_count/config")
+        state = stream_state(url, "door")
+        assert state["state"] == "running" and state["frames"]["inferred"] >= 3
+        assert state["frames"]["read"] > state["frames"]["inferred"]  # the camera sends 10 fps, we infer at 4
+        latest = requests.get(url + "/streams/door/latest").json()
+        assert sorted(p["class"] for p in latest["predictions"]) == scene[1]
+        picture_reply = requests.get(url + "/streams/door/latest.jpg")
+        assert picture_reply.headers["Content-Type"] == "image/jpeg"
+        assert cv2.imdecode(np.frombuffer(picture_reply.content, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+
+        # A frozen camera (TCP open, no data) is noticed within stall_timeout + 1 s.
+        camera.freeze()
+        frozen_at = time.monotonic()
+        wait_for(lambda: stream_state(url, "door")["state"] == "reconnecting", 3 + 1, step=0.05)
+        assert time.monotonic() - frozen_at <= 2 + 1
+        camera.thaw()
+        wait_for(lambda: stream_state(url, "door")["state"] == "running", 15)
+        before = len(subscriber.on("edge-daemon/door/detections"))
+        wait_for(lambda: len(subscriber.on("edge-daemon/door/detections")) >= before + 2, 10)
+        assert stream_state(url, "door")["reconnects"] >= 1
+
+        # The broker dies: inference goes on; when it is back, MQTT resumes.
+        broker.stop()
+        inferred = stream_state(url, "door")["frames"]["inferred"]
+        wait_for(lambda: stream_state(url, "door")["frames"]["inferred"] >= inferred + 4, 10)
+        broker.start()
+        before = len(subscriber.on("edge-daemon/door/detections"))
+        wait_for(lambda: len(subscriber.on("edge-daemon/door/detections")) >= before + 2, 20)
+        sinks = requests.get(url + "/streams/door").json()["sinks"]
+        assert sinks[0]["dropped"] > 0 and sinks[0]["connected"] is True
+
+        metrics = requests.get(url + "/metrics").text
+        assert 'edge_daemon_stream_frames_total{kind="inferred",stream="door"}' in metrics
+        assert 'edge_daemon_stream_frame_age_seconds_bucket{le="0.4",stream="door"}' in metrics
+        assert 'edge_daemon_stream_reconnects_total{stream="door"}' in metrics
+        assert "cam-pass" not in metrics and "cam-pass" not in requests.get(url + "/streams").text
+    finally:
+        subscriber.close()
+        camera.stop()
+        broker.stop()
+
+
+def test_mjpeg_stream_webhook_signature_sse_and_a_dead_webhook_stays_bounded(streams_daemon, scene):
+    camera = HttpCamera(encode_jpeg(scene[0], 85), fps=10)
+    hook = WebhookReceiver()
+    url = streams_daemon.url
+    try:
+        config = {"id": "yard", "source": camera.url + "/mjpeg", "model_id": "shapes/1", "max_fps": 5,
+                  "sinks": [{"type": "webhook", "url": hook.url + "/hook", "secret": "s3cret-key", "queue_size": 4,
+                             "timeout": 1, "retries": 1}]}
+        assert requests.post(url + "/streams", json=config).status_code == 201
+        events = requests.get(url + "/streams/yard/events", stream=True, timeout=10)
+        assert events.headers["Content-Type"].startswith("text/event-stream")
+        lines = events.iter_lines()
+        seen: list[str] = []
+        for line in lines:
+            seen.append(line.decode())
+            if line.startswith(b"data: ") and '"predictions"' in line.decode():
+                break
+        events.close()
+        sse_result = json.loads(seen[-1].removeprefix("data: "))
+        assert "event: detections" in seen and sorted(p["class"] for p in sse_result["predictions"]) == scene[1]
+
+        def detections() -> list[tuple[dict[str, str], bytes]]:
+            with hook.lock:
+                return [item for item in hook.received if item[0].get("X-Edge-Daemon-Topic") == "detections"]
+
+        wait_for(lambda: len(detections()) >= 2, 10)
+        headers, body = detections()[0]
+        signature = hmac.new(b"s3cret-key", body, hashlib.sha256).hexdigest()
+        assert headers["X-Edge-Daemon-Signature"] == f"sha256={signature}"
+        posted = json.loads(body)
+        assert posted["stream_id"] == "yard" and sorted(p["class"] for p in posted["predictions"]) == scene[1]
+
+        # The webhook starts failing, then hangs: its queue stays at most 4, the drop count rises, and
+        # inference keeps its pace.
+        hook.mode = "fail"
+        wait_for(lambda: requests.get(url + "/streams/yard").json()["sinks"][0]["failed"] >= 1, 10)
+        hook.mode = "hang"
+        inferred = stream_state(url, "yard")["frames"]["inferred"]
+        time.sleep(3)
+        state = requests.get(url + "/streams/yard").json()
+        sink = state["sinks"][0]
+        assert sink["queued"] <= 4 and sink["dropped"] >= 5
+        assert state["frames"]["inferred"] - inferred >= 10  # ~5 fps for 3 s, webhook or not
+        assert state["state"] == "running"
+    finally:
+        hook.close()
+        camera.close()
+
+
+def test_snapshot_stream_pause_resume_and_restart_persistence(make_settings, scene, tmp_path):
+    camera = HttpCamera(encode_jpeg(scene[0], 85))
+    state_dir = tmp_path / "state"
+    args = ["--models-dir", "", "--cache-dir", str(tmp_path / "cache"), "--state-dir", str(state_dir),
+            "--url-allow-loopback", "true", "--ort-threads", "1"]
+    config = {"id": "porch", "source": camera.url + "/snapshot.jpg", "source_type": "snapshot",
+              "snapshot_interval": 0.2, "model_id": "shapes/1", "max_fps": 5}
+    first = DaemonProcess(args, log_path=tmp_path / "first.log").wait_ready()
+    try:
+        assert requests.post(first.url + "/streams", json=config).status_code == 201
+        wait_for(lambda: stream_state(first.url, "porch")["frames"]["inferred"] >= 2, 20)
+        assert requests.post(first.url + "/streams/porch/pause").json()["id"] == "porch"
+        wait_for(lambda: stream_state(first.url, "porch")["state"] == "paused", 5)
+        polled = camera.snapshots
+        time.sleep(0.6)
+        assert camera.snapshots - polled <= 1  # paused: the camera is left alone
+        assert requests.post(first.url + "/streams/porch/resume").status_code == 200
+        wait_for(lambda: stream_state(first.url, "porch")["state"] == "running", 10)
+    finally:
+        first.stop()
+    assert json.loads((state_dir / "streams.json").read_text())["streams"][0]["id"] == "porch"
+    second = DaemonProcess(args, log_path=tmp_path / "second.log").wait_ready()
+    try:
+        wait_for(lambda: stream_state(second.url, "porch")["frames"]["inferred"] >= 1, 20)
+        latest = requests.get(second.url + "/streams/porch/latest").json()
+        assert sorted(p["class"] for p in latest["predictions"]) == scene[1]
+        assert requests.delete(second.url + "/streams/porch").status_code == 200
+    finally:
+        second.stop()
+        camera.close()
+    assert json.loads((state_dir / "streams.json").read_text()) == {"streams": []}
+
+
+def test_streams_file_starts_streams_and_a_bad_field_stops_start_up(tmp_path, scene):
+    camera = HttpCamera(encode_jpeg(scene[0], 85))
+    good = tmp_path / "streams.toml"
+    good.write_text(f'''
+[[streams]]
+id = "gate"
+source = "{camera.url}/mjpeg"
+model_id = "shapes/1"
+max_fps = 2
+tracking = true
+zones = [{{name = "left", points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}]
+''')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace("max_fps = 2", "max_fps = 0"))
+    args = ["--cache-dir", str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state"),
+            "--url-allow-loopback", "true", "--ort-threads", "1"]
+    failing = DaemonProcess([*args, "--streams-file", str(bad)], log_path=tmp_path / "bad.log")
+    assert failing.process.wait(30) != 0
+    assert "streams[0].max_fps" in failing.log()
+    failing.stop()
+    daemon = DaemonProcess([*args, "--streams-file", str(good)], log_path=tmp_path / "good.log").wait_ready()
+    try:
+        wait_for(lambda: stream_state(daemon.url, "gate")["frames"]["inferred"] >= 2, 20)
+        latest = requests.get(daemon.url + "/streams/gate/latest").json()
+        assert all("tracker_id" in p for p in latest["predictions"])
+        assert set(latest["zones"]) == {"left"}
+        assert requests.delete(daemon.url + "/streams/gate").status_code == 409  # edit the file instead
+    finally:
+        daemon.stop()
+        camera.close()
