@@ -292,3 +292,59 @@ zones = [{{name = "left", points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}]
     finally:
         daemon.stop()
         camera.close()
+
+
+def _workflow(step_type: str = "roboflow_core/roboflow_object_detection_model@v2", extra_steps: list | None = None):
+    return {"version": "1.0",
+            "inputs": [{"type": "WorkflowImage", "name": "image"},
+                       {"type": "WorkflowParameter", "name": "model", "default_value": "shapes/1"}],
+            "steps": [{"type": step_type, "name": "detector", "image": "$inputs.image", "model_id": "$inputs.model",
+                       "confidence": 0.4}, *(extra_steps or [])],
+            "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.detector.predictions"}]}
+
+
+def test_roboflow_inference_pipelines_initialise_consume_terminate(streams_daemon, scene):
+    camera = HttpCamera(encode_jpeg(scene[0], 85))
+    url = streams_daemon.url
+    body = {"type": "init", "video_configuration": {"type": "VideoConfiguration",
+                                                    "video_reference": camera.url + "/mjpeg", "max_fps": 5,
+                                                    "source_buffer_filling_strategy": "DROP_OLDEST"},
+            "processing_configuration": {"type": "WorkflowConfiguration", "workflow_specification": _workflow(),
+                                         "image_input_name": "image"},
+            "sink_configuration": {"type": "MemorySinkConfiguration", "results_buffer_size": 3}}
+    try:
+        counter = {"type": "roboflow_core/line_counter@v1", "name": "counter"}
+        refused = requests.post(url + "/inference_pipelines/initialise",
+                                json={**body, "processing_configuration": {
+                                    "type": "WorkflowConfiguration",
+                                    "workflow_specification": _workflow(extra_steps=[counter])}})
+        assert refused.status_code == 422 and "roboflow_core/line_counter@v1" in refused.json()["message"]
+        stored = requests.post(url + "/inference_pipelines/initialise", json={
+            **body, "processing_configuration": {"type": "WorkflowConfiguration", "workspace_name": "w",
+                                                 "workflow_id": "f"}})
+        assert stored.status_code == 422 and "workflow_id" in stored.json()["message"]
+
+        started = requests.post(url + "/inference_pipelines/initialise", json=body)
+        assert started.status_code == 200, started.text
+        pipeline_id = started.json()["context"]["pipeline_id"]
+        assert started.json()["status"] == "success"
+        assert requests.get(url + "/inference_pipelines/list").json()["pipelines"] == [pipeline_id]
+        time.sleep(1.5)  # ~7 results at 5 fps into a buffer of 3: the oldest are dropped
+        first = requests.get(f"{url}/inference_pipelines/{pipeline_id}/consume").json()
+        assert len(first["outputs"]) == 1 and first["frames_metadata"][0]["source_id"] == 0
+        output = first["outputs"][0]["predictions"]
+        assert sorted(p["class"] for p in output["predictions"]) == scene[1]
+        frame_ids = [first["frames_metadata"][0]["frame_id"]]
+        for _ in range(2):
+            frame_ids.append(requests.get(f"{url}/inference_pipelines/{pipeline_id}/consume").json()
+                             ["frames_metadata"][0]["frame_id"])
+        assert frame_ids == sorted(frame_ids)  # FIFO
+        report = requests.get(f"{url}/inference_pipelines/{pipeline_id}/status").json()["report"]
+        assert report["sources_metadata"][0]["source_properties"]["width"] == 640
+        assert report["inference_throughput"] > 0
+        assert requests.post(f"{url}/inference_pipelines/{pipeline_id}/terminate").json()["status"] == "success"
+        assert requests.get(f"{url}/inference_pipelines/{pipeline_id}/consume").status_code == 404
+        assert requests.get(url + "/inference_pipelines/list").json()["pipelines"] == []
+        assert requests.get(url + "/streams").json() == {"streams": []}
+    finally:
+        camera.close()
