@@ -348,3 +348,60 @@ def test_roboflow_inference_pipelines_initialise_consume_terminate(streams_daemo
         assert requests.get(url + "/streams").json() == {"streams": []}
     finally:
         camera.close()
+
+
+def test_cli_streams_add_list_rm_and_test(streams_daemon, scene, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.daemon import REPO_ROOT
+
+    camera = HttpCamera(encode_jpeg(scene[0], 85))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge_daemon", "streams", *args], capture_output=True,
+                              text=True, timeout=60, cwd=REPO_ROOT)
+
+    try:
+        daemon = ["--url", streams_daemon.url]
+        added = cli("add", "shed", camera.url.replace("http://", "http://user:pw-secret@") + "/mjpeg", *daemon)
+        assert added.returncode == 0, added.stderr
+        assert "pw-secret" not in added.stdout
+        wait_for(lambda: stream_state(streams_daemon.url, "shed")["frames"]["inferred"] >= 1, 15)
+        listing = cli("list", *daemon)
+        assert listing.returncode == 0 and "shed" in listing.stdout and "running" in listing.stdout
+        assert "pw-secret" not in listing.stdout
+        duplicate = cli("add", "shed", camera.url + "/mjpeg", *daemon)
+        assert duplicate.returncode == 1 and "409" in duplicate.stderr
+        assert cli("rm", "shed", *daemon).returncode == 0
+        assert requests.get(streams_daemon.url + "/streams").json() == {"streams": []}
+        tested = cli("test", camera.url + "/mjpeg", "--cache-dir", str(tmp_path / "cache"), "--ort-threads", "1")
+        assert tested.returncode == 0, tested.stderr
+        assert "640x360" in tested.stderr and "mjpeg" in tested.stderr.lower()
+        assert sorted(p["class"] for p in json.loads(tested.stdout)["predictions"]) == scene[1]
+        missing = cli("test", "rtsp://127.0.0.1:9/none", "--timeout", "2")
+        assert missing.returncode == 1 and "could not open" in missing.stderr
+    finally:
+        camera.close()
+
+
+def test_iou_tracker_keeps_ids_and_reports_zone_and_frame_events():
+    from edge_daemon.streams.tracking import IouTracker, Zones, zone_events
+
+    tracker, zones = IouTracker(max_missed=1), Zones([("right", [[0.5, 0], [1, 0], [1, 1], [0.5, 1]])])
+
+    def frame(*xs: float) -> tuple[list[dict], list[dict]]:
+        predictions = [{"x": x, "y": 50.0, "width": 20.0, "height": 20.0, "class": "square"} for x in xs]
+        started, ended = tracker.update(predictions)
+        return predictions, zone_events(tracker, zones, predictions, started, ended, 200, 100)
+
+    first, events = frame(40)
+    assert [(e["event"], e["zone"]) for e in events] == [("enter", "frame")]
+    moved, events = frame(45)
+    assert moved[0]["tracker_id"] == first[0]["tracker_id"] and events == []
+    crossed, events = frame(45, 150)  # a second square appears on the right
+    assert crossed[0]["tracker_id"] == first[0]["tracker_id"] and crossed[1]["tracker_id"] != first[0]["tracker_id"]
+    assert sorted((e["event"], e["zone"]) for e in events) == [("enter", "frame"), ("enter", "right")]
+    frame(150)
+    _, events = frame(150)  # the first square is gone for more than max_missed frames
+    assert [(e["event"], e["zone"], e["tracker_id"]) for e in events] == [("exit", "frame", first[0]["tracker_id"])]
