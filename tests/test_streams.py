@@ -113,6 +113,11 @@ def test_stream_config_is_validated_and_credentials_are_masked(streams_daemon):
     assert "hunter22" not in everything and "admin" not in everything and "sesame-secret" not in everything
     assert "rtsp://***@127.0.0.1:9/live" in requests.get(url + "/streams").text
     assert requests.get(url + "/readiness").json()["streams"]["cam1"]["state"] in ("reconnecting", "starting")
+    replaced = requests.put(url + "/streams/cam1", json={**base, "max_fps": 7, "open_timeout": 1})
+    assert replaced.status_code == 200 and replaced.json()["config"]["max_fps"] == 7
+    assert replaced.json()["config"]["sinks"] == []
+    renamed = requests.put(url + "/streams/cam1", json={**base, "id": "cam2"})
+    assert renamed.status_code == 422 and "id" in renamed.json()["message"]
     assert requests.delete(url + "/streams/cam1").json() == {"id": "cam1", "deleted": True}
     assert requests.get(url + "/streams").json() == {"streams": []}
 

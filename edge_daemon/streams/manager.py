@@ -158,11 +158,11 @@ class StreamManager:
             raise Unprocessable(f"id: the body's id {config.id!r} differs from the path's {stream_id!r}")
         old = self._editable(stream_id)
         self._check(config, "api")
+        old.stop()
+        self.metrics.forget(stream_id)  # before the new stream takes its own histogram children
         with self._lock:
             stream = Stream(config, self.deps, "api")
             self._streams[stream_id] = stream
-        old.stop()
-        self.metrics.forget(stream_id)
         stream.start()
         self._save()
         return stream
