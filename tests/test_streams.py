@@ -153,11 +153,21 @@ def test_rtsp_stream_publishes_detections_over_mqtt_and_survives_faults(streams_
         assert picture_reply.headers["Content-Type"] == "image/jpeg"
         assert cv2.imdecode(np.frombuffer(picture_reply.content, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
 
-        # A frozen camera (TCP open, no data) is noticed within stall_timeout + 1 s.
+        # A frozen camera (TCP open, no data) is noticed within stall_timeout + 1 s, and a healthy camera
+        # beside it keeps its pace meanwhile.
+        other = HttpCamera(encode_jpeg(scene[0], 85))
+        assert requests.post(url + "/streams", json={"id": "other", "source": other.url + "/mjpeg",
+                                                     "model_id": "shapes/1", "max_fps": 4}).status_code == 201
+        wait_for(lambda: stream_state(url, "other")["frames"]["inferred"] >= 1, 10)
+        other_before = stream_state(url, "other")["frames"]["inferred"]
         camera.freeze()
         frozen_at = time.monotonic()
         wait_for(lambda: stream_state(url, "door")["state"] == "reconnecting", 3 + 1, step=0.05)
         assert time.monotonic() - frozen_at <= 2 + 1
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - frozen_at)))
+        assert stream_state(url, "other")["frames"]["inferred"] - other_before >= 6  # 4 fps for 2.5 s, minus slack
+        requests.delete(url + "/streams/other")
+        other.close()
         camera.thaw()
         wait_for(lambda: stream_state(url, "door")["state"] == "running", 15)
         before = len(subscriber.on("edge-daemon/door/detections"))
