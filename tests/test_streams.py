@@ -279,15 +279,26 @@ def test_snapshot_stream_pause_resume_and_restart_persistence(make_settings, sce
 
 def test_streams_file_starts_streams_and_a_bad_field_stops_start_up(tmp_path, scene):
     camera = HttpCamera(encode_jpeg(scene[0], 85))
+    clip = tmp_path / "replay.avi"  # a video file source, replayed in a loop
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 360))
+    for _ in range(10):
+        writer.write(scene[0])
+    writer.release()
     good = tmp_path / "streams.toml"
     good.write_text(f'''
 [[streams]]
 id = "gate"
-source = "{camera.url}/mjpeg"
+source = "{camera.url.replace("http://", "http://watcher:file-secret@")}/mjpeg"
 model_id = "shapes/1"
 max_fps = 2
 tracking = true
 zones = [{{name = "left", points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}]
+
+[[streams]]
+id = "replay"
+source = "{clip}"
+model_id = "shapes/1"
+max_fps = 4
 ''')
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace("max_fps = 2", "max_fps = 0"))
@@ -304,9 +315,14 @@ zones = [{{name = "left", points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}}]
         assert all("tracker_id" in p for p in latest["predictions"])
         assert set(latest["zones"]) == {"left"}
         assert requests.delete(daemon.url + "/streams/gate").status_code == 409  # edit the file instead
+        wait_for(lambda: stream_state(daemon.url, "replay")["frames"]["read"] > 15, 20)  # a 10-frame file, looped
+        replay = requests.get(daemon.url + "/streams/replay/latest").json()
+        assert sorted(p["class"] for p in replay["predictions"]) == scene[1]
+        assert stream_state(daemon.url, "replay")["state"] == "running"
     finally:
         daemon.stop()
         camera.close()
+    assert "stream gate: mjpeg http://***@127.0.0.1" in daemon.log() and "file-secret" not in daemon.log()
 
 
 def _workflow(step_type: str = "roboflow_core/roboflow_object_detection_model@v2", extra_steps: list | None = None):

@@ -87,6 +87,8 @@ class Stream:
 
     # ----- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Stream:
+        log.info("stream %s: %s %s -> %s at up to %g fps, %d sink(s)", self.config.id, self.config.kind,
+                 mask_url(self.config.source), self.config.model_id, self.config.max_fps, len(self.sinks))
         self.grabber.start()
         self._thread.start()
         return self
