@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import falcon
 import orjson
@@ -27,6 +28,15 @@ class DaemonApp(falcon.App):
         self.service = service
         self.openapi = openapi
         self.metrics = metrics
+        self.readiness_details: list[Callable[[], dict[str, Any]]] = []  # extra /readiness sections
+        self.closers: list[Callable[[], None]] = []  # background work to stop with the server (streams)
+        self.streams: Any = None  # the StreamManager
+
+    def close(self) -> None:
+        """Stop background work (camera streams) when the server stops."""
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
 
 
 def create_app(settings: Settings, service: InferenceService | None = None) -> DaemonApp:
@@ -46,7 +56,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
     docs.register(app, registry)
-    health.register(app, registry, service)
+    health.register(app, registry, service, app.readiness_details)
     app.add_route("/metrics", MetricsResource(metrics))
     registry.add(Operation("/metrics", "get", "Prometheus metrics", tags=["operations"], operation_id="get_metrics",
                            responses={"200": {"description": "Prometheus text format",
@@ -56,6 +66,10 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     model_management.register(app, registry, service)
     legacy.register(app, registry, service)
     catalog_routes.register(app, registry, service)
-    if site is not None:
+    # Camera streams (edge_daemon/streams): /streams routes, --streams-file and streams saved in --state-dir.
+    from edge_daemon.streams.setup import attach as attach_streams
+
+    app.streams = attach_streams(app, registry, service, metrics)
+    if site is not None:  # last: the console's routes sit at / beside everything else
         console.register(app, registry, site)
     return app

@@ -28,6 +28,11 @@ def _default_models_dir() -> str:
     return os.path.join(xdg, "edge-daemon", "models")
 
 
+def _default_state_dir() -> str:
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(xdg, "edge-daemon")
+
+
 def _default_threads() -> int:
     """Waitress threads: enough to overlap decoding with inference without oversubscribing a small box."""
     return max(4, min(16, 2 * (os.cpu_count() or 2)))
@@ -152,6 +157,15 @@ OPTIONS: tuple[Option, ...] = (
     # Web console (edge_daemon/console/)
     Option("console", _parse_bool, lambda: True,
            "serve the web console at / (models, try a model on a picture, health); false: / is a 404"),
+    # --- camera streams (edge_daemon/streams) ---
+    Option("streams_file", str, lambda: "",
+           "TOML file of camera streams started with the daemon (see README, Camera streams); empty: none"),
+    Option("state_dir", str, _default_state_dir,
+           "where streams created over HTTP are kept across restarts"),
+    Option("stream_slots", int, lambda: 8,
+           "stream inferences in flight at once (the rest of the engine queue stays free for HTTP requests)"),
+    Option("streams_allow_local", _parse_bool, lambda: False,
+           "let POST /streams open video files and V4L2 devices (the streams file always may)"),
 )
 
 
@@ -209,6 +223,11 @@ class Settings:
     remote_breaker_seconds: float = 5.0
     remote_fallback: bool = False
     console: bool = True
+    # camera streams
+    streams_file: str = ""
+    state_dir: str = field(default_factory=_default_state_dir)
+    stream_slots: int = 8
+    streams_allow_local: bool = False
 
     @property
     def cache_path(self) -> Path:
@@ -225,7 +244,8 @@ def describe_default(option: Option) -> str:
     if option.name == "auth_exempt":
         return "`/healthz,/readiness,/metrics`"
     described = {"threads": "2×CPUs (4–16)", "cache_dir": "`~/.cache/edge-daemon`",
-                 "models_dir": "`~/.local/share/edge-daemon/models`", "engine_slots": "0 (auto)", "preload": "–", "ort_threads": "0 (all CPUs)"}
+                 "models_dir": "`~/.local/share/edge-daemon/models`",
+                 "state_dir": "`~/.local/state/edge-daemon`", "engine_slots": "0 (auto)", "preload": "–", "ort_threads": "0 (all CPUs)"}
     if option.name in described:
         return described[option.name]
     value = option.default()

@@ -59,7 +59,7 @@ def make_settings(tmp_path: Path, model_store: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {"host": "127.0.0.1", "port": 0, "threads": 8, "models_dir": str(model_store),
                                      "cache_dir": str(tmp_path / "cache"), "api_url": "http://127.0.0.1:9",
-                                     "ort_threads": 1}
+                                     "ort_threads": 1, "state_dir": str(tmp_path / "state")}
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 
