@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from edge_daemon import families
 from edge_daemon.config import Settings
 from edge_daemon.errors import ApiError
 from edge_daemon.hashing import sha256_file
@@ -27,16 +28,19 @@ def list_models(settings: Settings) -> int:
     manager = ModelManager(settings)
     sources = [("user", store) for store in manager.local_stores[:-1]] + [("bundled", manager.local_stores[-1]),
                                                                           ("cache", manager.cache)]
-    print(f"{'MODEL':28} {'TASK':24} {'SOURCE':8} {'SIZE':>10}  PATH")
+    print(f"{'MODEL':28} {'TASK':24} {'FAMILY':14} {'SOURCE':8} {'SIZE':>10}  PATH")
     for label, store in sources:
         for model_id in store.list_ids():
             folder = store.folder(ModelId.parse(model_id))
             try:
-                task = read_metadata(folder, model_id).task
+                metadata = read_metadata(folder, model_id)
+                task = metadata.task
+                # The declared family; a model of another or no declared type is matched by its outputs at load.
+                family = families.declared_family(metadata.task, metadata.model_type) or "(by outputs)"
             except ApiError as error:
-                task = f"broken: {error.message[:40]}"
+                task, family = f"broken: {error.message[:40]}", "-"
             size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
-            print(f"{model_id:28} {task:24} {label:8} {size / 1e6:9.1f}M  {folder}")
+            print(f"{model_id:28} {task:24} {family:14} {label:8} {size / 1e6:9.1f}M  {folder}")
     return 0
 
 

@@ -293,3 +293,28 @@ def test_registry_and_listing_name_each_family(served, images):
     assert families.get("yolo26-det/1") == "yolo26"
     assert families.get("yolo26-raw/1") == "yolov8"  # decoded by the layout its outputs have, with NMS
     assert families.get("vit/1") == "vit"
+
+
+def test_yolo_nas_decoding_follows_the_fact_sheet():
+    """No YOLO-NAS exporter installs here (super-gradients' pins are unsatisfiable), so its decoder is checked on
+    arrays of its documented layout only: xyxy boxes [N, 4] in network pixels, scores [N, nc], then NMS."""
+    from edge_daemon.families import yolo_nas
+    from edge_daemon.families.base import ModelFacts
+    from edge_daemon.models.metadata import ModelMetadata
+    from edge_daemon.processing.detection import DetectionParams
+    from edge_daemon.processing.params import InferenceParams
+    from edge_daemon.processing.preprocess import Geometry
+
+    boxes = np.array([[10, 20, 110, 220], [12, 22, 112, 222], [200, 40, 260, 90], [0, 0, 5, 5]], np.float32)
+    scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.0, 0.1], [0.1, 0.0, 0.7], [0.2, 0.1, 0.1]], np.float32)
+    metadata = ModelMetadata("nas/1", "object-detection", "yolo_nas_s", tuple(NAMES))
+    decoder = yolo_nas.fit(ModelFacts(metadata, [boxes, scores], ["boxes", "scores"], (320, 320)))
+    assert decoder is not None
+    geometry = Geometry(640, 640, 0, 0, 640, 640, 0.5, 0.5, 0, 0)  # stretched 640 -> 320
+    params = InferenceParams(detection=DetectionParams(confidence=0.4, iou_threshold=0.5))
+    predictions = decoder.decode([boxes, scores], geometry, params)["predictions"]
+    assert [(p["class"], p["confidence"]) for p in predictions] == [("circle", pytest.approx(0.9)),
+                                                                    ("triangle", pytest.approx(0.7))]
+    first = predictions[0]  # the second circle box overlaps it (IoU 0.94) and goes
+    assert (first["x"] - first["width"] / 2, first["y"] - first["height"] / 2, first["width"]) == (20, 40, 200)
+    assert yolo_nas.fit(ModelFacts(metadata, [boxes, scores[:, :2]], ["boxes", "scores"], (320, 320))) is None

@@ -56,6 +56,12 @@ def candidates(facts: ModelFacts) -> list[tuple[Family, bool]]:
     return [(family, True) for family in declared] + [(family, False) for family in guesses]
 
 
+def declared_family(task: str, model_type: str) -> str | None:
+    """The family a (task, model_type) pair names, without loading anything (for listings)."""
+    rows = [family for family in FAMILIES if task in family.tasks and family.declared_by(model_type)]
+    return max(rows, key=lambda family: family.declared_by(model_type)).name if rows else None
+
+
 def resolve(facts: ModelFacts) -> tuple[Family, Decoder]:
     """The family that decodes this model, and its decoder; ModelArtifactError (422) when none fits."""
     metadata = facts.metadata
