@@ -179,9 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("model_id")
     add_arguments(pull)
     imported = actions.add_parser("import", help="bring your own ONNX export (no registry needed)")
-    imported.add_argument("onnx", type=Path)
-    imported.add_argument("--task", required=True, help="object-detection, instance-segmentation or classification")
-    imported.add_argument("--classes", required=True, help="comma-separated class names in output order")
+    imported.add_argument("onnx", type=Path, help="an ONNX file, or a folder holding a model in either of Roboflow's "
+                                                  "metadata formats (environment.json or inference_config.json)")
+    imported.add_argument("--task", help="for an ONNX file: object-detection, instance-segmentation, "
+                                         "keypoint-detection, classification or semantic-segmentation")
+    imported.add_argument("--classes", help="for an ONNX file: comma-separated class names in output order")
+    imported.add_argument("--model-type", default="imported",
+                          help="for an ONNX file: its architecture (yolov8n, yolo26n, rfdetr-nano, vit, ...); "
+                               "otherwise the family is recognised from its outputs")
     imported.add_argument("--as", dest="target", required=True, help="model id to serve it as, e.g. mine/1")
     imported.add_argument("--size", default=None, help="network input WxH when the ONNX input is dynamic")
     imported.add_argument("--resize-format", default="Fit (grey edges) in",
@@ -283,10 +288,15 @@ def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "pull":
         return model_commands.pull_model(settings, args.model_id, settings.api_key or None)
     if args.action == "import":
+        if args.onnx.is_dir():
+            return model_commands.import_folder(settings, args.onnx, args.target)
+        if not args.task or not args.classes:
+            raise ApiError("an ONNX file needs --task and --classes (a model folder carries them in its metadata)",
+                           400)
         size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
         classes = [name.strip() for name in args.classes.split(",") if name.strip()]
         return model_commands.import_model(settings, args.onnx, args.task, classes, args.target, size,  # type: ignore[arg-type]
-                                           args.resize_format, args.multilabel)
+                                           args.resize_format, args.multilabel, args.model_type)
     if args.action == "rm":
         return model_commands.remove_model(settings, args.model_id)
     if args.action == "export-triton":

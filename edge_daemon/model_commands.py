@@ -18,7 +18,7 @@ from edge_daemon.hashing import sha256_file
 from edge_daemon.inference import LoadedModel
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.metadata import normalise_task, read_metadata
-from edge_daemon.models.store import ModelId, ModelStore
+from edge_daemon.models.store import MANIFEST, ModelId, ModelStore
 from edge_daemon.progress import ProgressReporter
 
 RESIZE_FORMATS = ("Stretch to", "Fit (black edges) in", "Fit (white edges) in", "Fit (grey edges) in")
@@ -58,14 +58,41 @@ def pull_model(settings: Settings, model_id: str, api_key: str | None) -> int:
     return 0
 
 
-def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[str], model_id: str,
-                 resize: tuple[int, int] | None, resize_format: str, multiclass: bool) -> int:
-    parsed = ModelId.parse(model_id)
+def _target_store(settings: Settings, parsed: ModelId) -> ModelStore:
     if not settings.models_dir:
         raise ApiError("no model store configured: pass --models-dir", 400)
     store = ModelStore(Path(settings.models_dir))
     if store.has(parsed):
-        raise ApiError(f"{model_id} already exists in {store.root}; remove it first", 409)
+        raise ApiError(f"{parsed} already exists in {store.root}; remove it first", 409)
+    return store
+
+
+def import_folder(settings: Settings, source: Path, model_id: str) -> int:
+    """Install a model folder in either of Roboflow's metadata formats (classic environment.json +
+    model_type.json, or the package's inference_config.json + model_config.json + class_names.txt), after
+    loading it exactly as the daemon would."""
+    parsed = ModelId.parse(model_id)
+    store = _target_store(settings, parsed)
+    staged = store.staging_folder()
+    try:
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.name != MANIFEST:
+                shutil.copyfile(path, staged / path.name)
+        loaded = LoadedModel(model_id, staged)  # refuses metadata or outputs it cannot serve
+        folder = store.install(staged, parsed)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    loaded.retire()
+    print(f"imported {model_id} ({loaded.task}, {loaded.family.name}, {loaded.metadata.format} metadata, "
+          f"{len(loaded.class_names)} classes, input {loaded.input_width}x{loaded.input_height}) into {folder}")
+    return 0
+
+
+def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[str], model_id: str,
+                 resize: tuple[int, int] | None, resize_format: str, multiclass: bool,
+                 model_type: str = "imported") -> int:
+    parsed = ModelId.parse(model_id)
+    store = _target_store(settings, parsed)
     preprocessing: dict[str, object] = {"auto-orient": {"enabled": True}}
     if resize:
         preprocessing["resize"] = {"enabled": True, "width": resize[0], "height": resize[1], "format": resize_format}
@@ -78,14 +105,15 @@ def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[s
         shutil.copyfile(onnx_path, staged / "weights.onnx")
         (staged / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
         (staged / "model_type.json").write_text(json.dumps({"project_task_type": normalise_task(task),
-                                                            "model_type": "imported", "model_id": model_id,
+                                                            "model_type": model_type, "model_id": model_id,
                                                             "source_sha256": sha256_file(onnx_path)}) + "\n",
                                                 encoding="utf-8")
         loaded = LoadedModel(model_id, staged)  # refuses a model whose outputs do not fit task and classes
         folder = store.install(staged, parsed)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    print(f"imported {model_id} ({loaded.task}, {len(classes)} classes, input "
+    loaded.retire()
+    print(f"imported {model_id} ({loaded.task}, {loaded.family.name}, {len(classes)} classes, input "
           f"{loaded.input_width}x{loaded.input_height}) into {folder}")
     return 0
 

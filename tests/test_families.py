@@ -318,3 +318,52 @@ def test_yolo_nas_decoding_follows_the_fact_sheet():
     first = predictions[0]  # the second circle box overlaps it (IoU 0.94) and goes
     assert (first["x"] - first["width"] / 2, first["y"] - first["height"] / 2, first["width"]) == (20, 40, 200)
     assert yolo_nas.fit(ModelFacts(metadata, [boxes, scores[:, :2]], ["boxes", "scores"], (320, 320))) is None
+
+
+def test_a_vit_as_best_onnx_with_class_map_and_as_a_package_gives_the_same_answer(tmp_path, images):
+    """Roboflow's cache keeps ViTs as best.onnx with only CLASS_MAP; its packages say the normalisation in
+    inference_config.json. `models import` takes the package folder; both serve the reference answer (the
+    scores of the ViT's own (x/255 - 0.5) / 0.5 input: ImageNet statistics would give other scores)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    weights = _weights("vit/1")
+    store = tmp_path / "store"
+    classic = store / "vit-classic" / "1"
+    classic.mkdir(parents=True)
+    shutil.copyfile(weights, classic / "best.onnx")
+    (classic / "environment.json").write_text(json.dumps({
+        "CLASS_MAP": {str(i): name for i, name in enumerate(NAMES)},
+        "PREPROCESSING": {"resize": {"enabled": True, "width": 224, "height": 224, "format": "Stretch to"}}}))
+    (classic / "model_type.json").write_text(json.dumps({"project_task_type": "classification", "model_type": "vit"}))
+    package = tmp_path / "package"
+    package.mkdir()
+    shutil.copyfile(weights, package / "weights.onnx")
+    (package / "class_names.txt").write_text("".join(f"{name}\n" for name in NAMES))
+    (package / "model_config.json").write_text(json.dumps({"task_type": "classification",
+                                                            "model_architecture": "vit"}))
+    (package / "inference_config.json").write_text(json.dumps({"network_input": {
+        "training_input_size": {"height": 224, "width": 224}, "dynamic_spatial_size_supported": False,
+        "color_mode": "rgb", "resize_mode": "stretch", "input_channels": 3, "scaling_factor": 255,
+        "normalization": [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]}, "post_processing": {"type": "softmax", "fused": False}}))
+    imported = subprocess.run([sys.executable, "-m", "edge_daemon", "models", "import", str(package), "--as",
+                               "vit-package/1", "--models-dir", str(store), "--cache-dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, cwd=ref.FIXTURES.parents[2], timeout=120)
+    assert imported.returncode == 0 and "package metadata" in imported.stdout, imported.stderr
+    jpeg, image = images[0]
+    network, _ = ref.prepare(image, (224, 224), "stretch")
+    expected = ref.softmax(ref.run(weights, ref.tensor(network, ((0.5,) * 3, (0.5,) * 3)))[0].astype(np.float64))
+    imagenet = ref.softmax(ref.run(weights, ref.tensor(network, ref.IMAGENET))[0].astype(np.float64))
+    assert np.abs(expected - imagenet).max() > 1e-3  # the normalisation matters to this model
+    settings = Settings(host="127.0.0.1", port=0, models_dir=str(store), cache_dir=str(tmp_path / "cache"),
+                        api_url="", ort_threads=1)
+    with ThreadedDaemon(settings) as daemon:
+        answers = [requests.post(f"{daemon.url}/{model_id}", data=jpeg, params={"confidence": 0},
+                                 headers={"Content-Type": "image/jpeg"}).json()
+                   for model_id in ("vit-classic/1", "vit-package/1")]
+    for answer in answers:
+        scores = {p["class"]: p["confidence"] for p in answer["predictions"]}
+        assert scores == pytest.approx({name: round(float(v), 4) for name, v in zip(NAMES, expected)}, abs=1e-4)
+        assert answer["top"] == NAMES[int(expected.argmax())]
