@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge_daemon import __version__
-from edge_daemon.api.schemas import SCHEMAS, ErrorResponse
+from edge_daemon.api.schemas import BATCH_MARK, SCHEMAS, ErrorResponse
 
 REF = "#/components/schemas/{model}"
 
@@ -35,8 +35,21 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+def path_parameter(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "pattern": pattern} if pattern else {"type": "string"}
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+# What the image decoders read (images/decode.py); a multipart file part of another kind is a 400.
+IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/bmp, image/webp, image/tiff"
+
+
+def image_file_part(name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A multipart/form-data body whose part `name` is an image file (its encoding names the accepted types)."""
+    return {"schema": {"type": "object", "required": [name],
+                       "properties": {name: {"type": "string", "format": "binary", "minLength": 1},
+                                      **(extra or {})}},
+            "encoding": {name: {"contentType": IMAGE_MEDIA_TYPES}}}
 
 
 def json_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +99,9 @@ class Operation:
 class OpenApiRegistry:
     """Collects operations from the routes and renders the document once."""
 
-    def __init__(self, title: str = "edge-daemon"):
+    def __init__(self, title: str = "edge-daemon", max_batch: int | None = None):
         self.title = title
+        self.max_batch = max_batch  # the server's limit on images per request, stated as maxItems
         self.operations: list[Operation] = []
         self._document: dict[str, Any] | None = None
 
@@ -102,6 +116,7 @@ class OpenApiRegistry:
                 schema = model.model_json_schema(ref_template=REF, by_alias=True)
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            _state_batch_limit(components, self.max_batch)
             paths: dict[str, Any] = {}
             for operation in self.operations:
                 paths.setdefault(operation.path, {})[operation.method] = operation.as_dict()
@@ -113,3 +128,15 @@ class OpenApiRegistry:
                 "components": {"schemas": components},
             }
         return self._document
+
+
+def _state_batch_limit(node: Any, max_batch: int | None) -> None:
+    """Replace each BATCH_MARK with `maxItems: max_batch` (more images per request are a 413)."""
+    if isinstance(node, dict):
+        if node.pop(BATCH_MARK, False) and max_batch:
+            node["maxItems"] = max_batch
+        for value in node.values():
+            _state_batch_limit(value, max_batch)
+    elif isinstance(node, list):
+        for value in node:
+            _state_batch_limit(value, max_batch)
