@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from edge_daemon.images.decode import IMAGE_TYPES
 from edge_daemon.models.store import MODEL_ID_PATTERN
 
 LegacyConfidence = Annotated[Annotated[float, Field(ge=0, le=100)] | Literal["best", "default"], Field(
@@ -33,9 +34,11 @@ class ImageReference(BaseModel):
     """An image named inside a JSON body."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["base64", "url", "numpy"] = Field(
-        description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy file or of a "
-                    "pickled ndarray; decoded without running pickle, only when enabled).", examples=["base64"])
+    # The spec states the enum; the server answers another type with a 400 that lists the accepted ones.
+    type: str = Field(max_length=64, json_schema_extra={"enum": list(IMAGE_TYPES)},
+                      description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy file or "
+                                  "of a pickled ndarray; decoded without running pickle, only when enabled).",
+                      examples=["base64"])
     value: str = Field(min_length=1, pattern=r"\S",
                        description="Base64 text (an optional data: prefix is stripped), an http(s) URL, or base64 "
                                    "numpy payload. Never empty or only blanks.")
