@@ -37,7 +37,8 @@ def test_generated_requests_pass_every_check(make_settings):
     report = done.stdout[-8000:]
     assert done.returncode == 0, report
     assert "Tested: " in report
-    assert "Selected: 19/19" in report  # every documented operation, POST /v1/vision/custom/list included
+    selected = re.search(r"Selected: (\d+)/(\d+)", report)
+    assert selected and selected[1] == selected[2], report  # every documented operation was exercised
 
 
 def test_with_the_registry_unreachable_only_its_503_is_reported(make_settings):
