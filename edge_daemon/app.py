@@ -28,7 +28,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     """Wire the service, routes, OpenAPI registry and error handlers into a WSGI app."""
     metrics = service.metrics if service is not None and service.metrics is not None else Metrics()
     service = service or InferenceService(settings, metrics=metrics)
-    registry = OpenApiRegistry(max_batch=settings.max_batch)
+    registry = OpenApiRegistry.for_settings(settings)
     app = DaemonApp(service, registry, metrics)
     metrics.queued.set_function(lambda: service.gate.waiting)
     app.req_options.strip_url_path_trailing_slash = True

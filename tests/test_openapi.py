@@ -97,3 +97,26 @@ def test_spec_states_the_rules_the_server_enforces(make_settings, colour_jpeg):
         listing = spec["paths"]["/v1/vision/custom/list"]
         assert set(listing) == {"get", "post"}
         assert requests.post(daemon.url + "/v1/vision/custom/list").json()["success"] is True
+
+
+def test_spec_leaves_out_disabled_image_types_and_states_the_url_rule(make_settings):
+    """Image types switched off are not offered; the URL rule the spec states is the server's."""
+    from tests.support.daemon import ThreadedDaemon
+
+    with ThreadedDaemon(make_settings(allow_url_input=False, api_url="")) as daemon:
+        spec = requests.get(daemon.url + "/openapi.json").json()
+        validate(spec)
+        reference = spec["components"]["schemas"]["ImageReference"]
+        assert reference["properties"]["type"]["enum"] == ["base64"]
+        query = spec["paths"]["/{project_id}/{model_version}"]["post"]["parameters"]
+        assert next(p for p in query if p["name"] == "image_type")["schema"]["enum"] == ["base64"]
+        rules = {tuple(rule["if"]["properties"]["type"]["enum"]): rule["then"]["properties"]["value"]["pattern"]
+                 for rule in reference["allOf"]}
+    with ThreadedDaemon(make_settings(api_url="")) as daemon:
+        url_rule = rules[("url",)]
+        for url in ("http://a]b/x.jpg", "http://[::1/x.jpg", "http://host:99999/x.jpg"):
+            assert re.search(url_rule, url), url  # well-formed enough for the rule; the server refuses it cleanly
+            answer = requests.post(daemon.url + "/infer/object_detection",
+                                   json={"model_id": "colour/1", "image": {"type": "url", "value": url}})
+            assert answer.status_code == 400 and "malformed" in answer.json()["message"], answer.text
+        assert not re.search(url_rule, "ftp://host/x.jpg")

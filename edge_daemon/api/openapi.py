@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge_daemon import __version__
-from edge_daemon.api.schemas import BATCH_MARK, SCHEMAS, ErrorResponse
+from edge_daemon.api.schemas import BATCH_MARK, IMAGE_TYPES_MARK, SCHEMAS, ErrorResponse
+from edge_daemon.config import Settings
 
 REF = "#/components/schemas/{model}"
 
@@ -99,11 +100,20 @@ class Operation:
 class OpenApiRegistry:
     """Collects operations from the routes and renders the document once."""
 
-    def __init__(self, title: str = "edge-daemon", max_batch: int | None = None):
+    def __init__(self, title: str = "edge-daemon", max_batch: int | None = None,
+                 disabled_image_types: tuple[str, ...] = ()):
         self.title = title
         self.max_batch = max_batch  # the server's limit on images per request, stated as maxItems
+        self.disabled_image_types = disabled_image_types  # image types this server refuses (400)
         self.operations: list[Operation] = []
         self._document: dict[str, Any] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> OpenApiRegistry:
+        """A registry whose document states this server's settings-dependent limits."""
+        disabled = tuple(kind for kind, enabled in (("numpy", settings.allow_numpy_input),
+                                                    ("url", settings.allow_url_input)) if not enabled)
+        return cls(max_batch=settings.max_batch, disabled_image_types=disabled)
 
     def add(self, operation: Operation) -> None:
         self.operations.append(operation)
@@ -116,7 +126,6 @@ class OpenApiRegistry:
                 schema = model.model_json_schema(ref_template=REF, by_alias=True)
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
-            _state_batch_limit(components, self.max_batch)
             paths: dict[str, Any] = {}
             for operation in self.operations:
                 paths.setdefault(operation.path, {})[operation.method] = operation.as_dict()
@@ -127,16 +136,20 @@ class OpenApiRegistry:
                 "paths": paths,
                 "components": {"schemas": components},
             }
+            _state_runtime_limits(self._document, self.max_batch, self.disabled_image_types)
         return self._document
 
 
-def _state_batch_limit(node: Any, max_batch: int | None) -> None:
-    """Replace each BATCH_MARK with `maxItems: max_batch` (more images per request are a 413)."""
+def _state_runtime_limits(node: Any, max_batch: int | None, disabled_image_types: tuple[str, ...]) -> None:
+    """Fill in the settings-dependent rules: BATCH_MARK becomes `maxItems: max_batch` (more images are a 413);
+    IMAGE_TYPES_MARK drops the disabled image types from its enum (they are a 400)."""
     if isinstance(node, dict):
         if node.pop(BATCH_MARK, False) and max_batch:
             node["maxItems"] = max_batch
+        if node.pop(IMAGE_TYPES_MARK, False):
+            node["enum"] = [value for value in node.get("enum", []) if value not in disabled_image_types]
         for value in node.values():
-            _state_batch_limit(value, max_batch)
+            _state_runtime_limits(value, max_batch, disabled_image_types)
     elif isinstance(node, list):
         for value in node:
-            _state_batch_limit(value, max_batch)
+            _state_runtime_limits(value, max_batch, disabled_image_types)
