@@ -43,7 +43,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> D
     """Wire the service, routes, OpenAPI registry and error handlers into a WSGI app."""
     metrics = service.metrics if service is not None and service.metrics is not None else Metrics()
     service = service or InferenceService(settings, metrics=metrics)
-    registry = OpenApiRegistry()
+    registry = OpenApiRegistry.for_settings(settings)
     # Web console at / (edge_daemon/console/): its own files hold no data and load without an access key.
     site = console.ConsoleSite(bool(access_control.load_access_keys(settings))) if settings.console else None
     app = DaemonApp(service, registry, metrics, site.public_paths() if site else ())

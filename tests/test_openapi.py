@@ -56,3 +56,67 @@ def test_docs_page_uses_only_local_assets(daemon):
     bundle = requests.get(daemon.url + "/docs/static/swagger-ui-bundle.js").text
     assert "SwaggerUIBundle" in bundle
     assert '"/openapi.json"' in page.text
+
+
+def test_spec_states_the_rules_the_server_enforces(make_settings, colour_jpeg):
+    """Each rule the spec states is the server's own: model ids, non-empty images, batch size, integral numbers."""
+    from tests.support.daemon import ThreadedDaemon
+
+    with ThreadedDaemon(make_settings(max_batch=3, api_url="")) as daemon:
+        spec = requests.get(daemon.url + "/openapi.json").json()
+        validate(spec)
+        body = spec["components"]["schemas"]["ObjectDetectionInferenceRequest"]
+        pattern = body["properties"]["model_id"]["pattern"]
+        for model_id in ("colour/1", "a.b/1.0", "a../1", "a/1\n", "x" * 101 + "/1", "a b/1", "-a/1", "a"):
+            stated = re.fullmatch(pattern, model_id) is not None
+            answer = requests.post(daemon.url + "/model/remove", json={"model_id": model_id})
+            assert (answer.status_code == 200) == stated, (model_id, answer.text)
+        batch = next(branch for branch in body["properties"]["image"]["anyOf"] if branch.get("type") == "array")
+        assert (batch["minItems"], batch["maxItems"]) == (1, 3)
+        image = {"type": "base64", "value": base64.b64encode(colour_jpeg).decode()}
+        too_many = requests.post(daemon.url + "/infer/object_detection", json={"model_id": "colour/1",
+                                                                               "image": [image] * 4})
+        assert too_many.status_code == 413
+        value = spec["components"]["schemas"]["ImageReference"]["properties"]["value"]
+        assert value["minLength"] == 1
+        for blank in ("", "  "):
+            empty = requests.post(daemon.url + "/infer/object_detection",
+                                  json={"model_id": "colour/1", "image": {"type": "base64", "value": blank}})
+            assert empty.status_code == 422 and "ImageReference.value" in empty.json()["message"], empty.text
+        # JSON Schema counts 2.0 as an integer, so the server does too; 2.5 stays refused.
+        drawn = requests.post(daemon.url + "/infer/object_detection",
+                              json={"model_id": "colour/1", "image": image, "visualization_stroke_width": 2.0})
+        assert drawn.status_code == 200, drawn.text
+        half = requests.post(daemon.url + "/infer/object_detection",
+                             json={"model_id": "colour/1", "image": image, "visualization_stroke_width": 2.5})
+        assert half.status_code == 422 and "visualization_stroke_width" in half.json()["message"]
+        over = requests.post(daemon.url + "/infer/object_detection",
+                             json={"model_id": "colour/1", "image": image, "confidence": 5})
+        assert over.status_code == 422 and "confidence" in over.json()["message"]
+        assert body["properties"]["confidence"]["anyOf"][0]["maximum"] == 1
+        listing = spec["paths"]["/v1/vision/custom/list"]
+        assert set(listing) == {"get", "post"}
+        assert requests.post(daemon.url + "/v1/vision/custom/list").json()["success"] is True
+
+
+def test_spec_leaves_out_disabled_image_types_and_states_the_url_rule(make_settings):
+    """Image types switched off are not offered; the URL rule the spec states is the server's."""
+    from tests.support.daemon import ThreadedDaemon
+
+    with ThreadedDaemon(make_settings(allow_url_input=False, api_url="")) as daemon:
+        spec = requests.get(daemon.url + "/openapi.json").json()
+        validate(spec)
+        reference = spec["components"]["schemas"]["ImageReference"]
+        assert reference["properties"]["type"]["enum"] == ["base64"]
+        query = spec["paths"]["/{project_id}/{model_version}"]["post"]["parameters"]
+        assert next(p for p in query if p["name"] == "image_type")["schema"]["enum"] == ["base64"]
+        rules = {tuple(rule["if"]["properties"]["type"]["enum"]): rule["then"]["properties"]["value"]["pattern"]
+                 for rule in reference["allOf"]}
+    with ThreadedDaemon(make_settings(api_url="")) as daemon:
+        url_rule = rules[("url",)]
+        for url in ("http://a]b/x.jpg", "http://[::1/x.jpg", "http://host:99999/x.jpg"):
+            assert re.search(url_rule, url), url  # well-formed enough for the rule; the server refuses it cleanly
+            answer = requests.post(daemon.url + "/infer/object_detection",
+                                   json={"model_id": "colour/1", "image": {"type": "url", "value": url}})
+            assert answer.status_code == 400 and "malformed" in answer.json()["message"], answer.text
+        assert not re.search(url_rule, "ftp://host/x.jpg")

@@ -14,15 +14,17 @@ from typing import Any
 import falcon
 
 from edge_daemon.api.multipart import read_form
-from edge_daemon.api.openapi import OpenApiRegistry, Operation
+from edge_daemon.api.openapi import OpenApiRegistry, Operation, image_file_part
 from edge_daemon.errors import ApiError, BadRequest
 from edge_daemon.images.decode import ImageSource
 from edge_daemon.inference import InferenceParams
-from edge_daemon.models.store import ModelId
+from edge_daemon.models.store import ID_PART, NO_DOUBLE_DOT, ModelId
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.service import InferenceService
 
 DEFAULT_MIN_CONFIDENCE = 0.4
+# `project` or `project:version`, each part as ModelId allows.
+CUSTOM_MODEL_PATTERN = f"^{NO_DOUBLE_DOT}{ID_PART}(:{ID_PART})?$"
 
 
 def _form(req: falcon.Request, limit: int) -> tuple[bytes, dict[str, str]]:
@@ -114,9 +116,8 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
     app.add_route("/v1/vision/detection", detection)
     app.add_route("/v1/vision/custom/list", DeepStackModelList(service))
     app.add_route("/v1/vision/custom/{model}", detection)
-    form = {"multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", "format": "binary"},
-        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MIN_CONFIDENCE}}}}}
+    form = {"multipart/form-data": image_file_part("image", {
+        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MIN_CONFIDENCE}})}
     answer: dict[str, Any] = {"200": {"description": "`{success, predictions: [{label, confidence, x_min, y_min, "
                                                      "x_max, y_max}], count, duration, inferenceMs, processMs}`",
                                       "content": {"application/json": {}}}}
@@ -132,10 +133,12 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
                            request_body={"required": True, "content": form}, responses=answer))
     registry.add(Operation("/v1/vision/custom/{model}", "post", "DeepStack custom-model detection",
                            tags=["deepstack"], operation_id="deepstack_custom",
-                           parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+                           parameters=[{"name": "model", "in": "path", "required": True,
+                                        "schema": {"type": "string", "pattern": CUSTOM_MODEL_PATTERN},
                                         "description": "`project` (newest local version) or `project:version`"}],
                            request_body={"required": True, "content": form}, responses=answer))
-    registry.add(Operation("/v1/vision/custom/list", "get", "DeepStack: list custom models", tags=["deepstack"],
-                           operation_id="deepstack_list",
-                           responses={"200": {"description": "`{success, models}`",
-                                              "content": {"application/json": {}}}}))
+    for method in ("get", "post"):  # Blue Iris and CodeProject.AI clients list models with POST
+        registry.add(Operation("/v1/vision/custom/list", method, "DeepStack: list custom models", tags=["deepstack"],
+                               operation_id=f"deepstack_list_{method}",
+                               responses={"200": {"description": "`{success, models}`",
+                                                  "content": {"application/json": {}}}}))

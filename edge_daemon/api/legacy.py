@@ -6,10 +6,18 @@ import time
 
 import falcon
 
-from edge_daemon.api.openapi import OpenApiRegistry, Operation, error_responses, path_parameter, query_parameters, ref
+from edge_daemon.api.openapi import (
+    OpenApiRegistry,
+    Operation,
+    error_responses,
+    image_file_part,
+    path_parameter,
+    query_parameters,
+    ref,
+)
 from edge_daemon.api.request_parsing import parse_legacy_request
 from edge_daemon.api.schemas import LegacyJsonBody, LegacyQueryParameters, ObjectDetectionResponse
-from edge_daemon.models.store import ModelId
+from edge_daemon.models.store import ID_PART_PATTERN, ModelId
 from edge_daemon.service import InferenceService
 
 ROUTE = "/{project_id}/{model_version}"
@@ -49,14 +57,12 @@ def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceServi
             "body (hosted-API style, parameters in the query string), `?image=<url>`, a multipart part named "
             "`file`, or raw image bytes. The model is downloaded from the registry on first use and cached."),
         tags=["inference"], operation_id="legacy_infer",
-        parameters=[path_parameter("project_id", "Project (dataset) id, e.g. `shapes`."),
-                    path_parameter("model_version", "Model version, e.g. `1`."),
+        parameters=[path_parameter("project_id", "Project (dataset) id, e.g. `shapes`.", ID_PART_PATTERN),
+                    path_parameter("model_version", "Model version, e.g. `1`.", ID_PART_PATTERN),
                     *query_parameters(LegacyQueryParameters)],
         request_body={"required": False, "content": {
             "application/json": {"schema": ref(LegacyJsonBody)},
-            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
-                                                                                          "format": "binary"}},
-                                               "required": ["file"]}},
+            "multipart/form-data": image_file_part("file"),
             "text/plain": {"schema": {"type": "string", "description": "base64 of the image file"}},
             "application/x-www-form-urlencoded": {"schema": {"type": "string",
                                                              "description": "base64 of the image file"}},

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge_daemon import __version__
-from edge_daemon.api.schemas import SCHEMAS, ErrorResponse
+from edge_daemon.api.schemas import BATCH_MARK, IMAGE_TYPES_MARK, SCHEMAS, ErrorResponse
+from edge_daemon.config import Settings
 
 REF = "#/components/schemas/{model}"
 
@@ -35,8 +36,21 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+def path_parameter(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "pattern": pattern} if pattern else {"type": "string"}
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+# What the image decoders read (images/decode.py); a multipart file part of another kind is a 400.
+IMAGE_MEDIA_TYPES = "image/jpeg, image/png, image/bmp, image/webp, image/tiff"
+
+
+def image_file_part(name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A multipart/form-data body whose part `name` is an image file (its encoding names the accepted types)."""
+    return {"schema": {"type": "object", "required": [name],
+                       "properties": {name: {"type": "string", "format": "binary", "minLength": 1},
+                                      **(extra or {})}},
+            "encoding": {name: {"contentType": IMAGE_MEDIA_TYPES}}}
 
 
 def json_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -86,11 +100,21 @@ class Operation:
 class OpenApiRegistry:
     """Collects operations from the routes and renders the document once."""
 
-    def __init__(self, title: str = "edge-daemon"):
+    def __init__(self, title: str = "edge-daemon", max_batch: int | None = None,
+                 disabled_image_types: tuple[str, ...] = ()):
         self.title = title
+        self.max_batch = max_batch  # the server's limit on images per request, stated as maxItems
+        self.disabled_image_types = disabled_image_types  # image types this server refuses (400)
         self.operations: list[Operation] = []
         self.extra_schemas: list[type[BaseModel]] = []  # components from surfaces beside api/ (streams)
         self._document: dict[str, Any] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> OpenApiRegistry:
+        """A registry whose document states this server's settings-dependent limits."""
+        disabled = tuple(kind for kind, enabled in (("numpy", settings.allow_numpy_input),
+                                                    ("url", settings.allow_url_input)) if not enabled)
+        return cls(max_batch=settings.max_batch, disabled_image_types=disabled)
 
     def add(self, operation: Operation) -> None:
         self.operations.append(operation)
@@ -117,4 +141,20 @@ class OpenApiRegistry:
                 "paths": paths,
                 "components": {"schemas": components},
             }
+            _state_runtime_limits(self._document, self.max_batch, self.disabled_image_types)
         return self._document
+
+
+def _state_runtime_limits(node: Any, max_batch: int | None, disabled_image_types: tuple[str, ...]) -> None:
+    """Fill in the settings-dependent rules: BATCH_MARK becomes `maxItems: max_batch` (more images are a 413);
+    IMAGE_TYPES_MARK drops the disabled image types from its enum (they are a 400)."""
+    if isinstance(node, dict):
+        if node.pop(BATCH_MARK, False) and max_batch:
+            node["maxItems"] = max_batch
+        if node.pop(IMAGE_TYPES_MARK, False):
+            node["enum"] = [value for value in node.get("enum", []) if value not in disabled_image_types]
+        for value in node.values():
+            _state_runtime_limits(value, max_batch, disabled_image_types)
+    elif isinstance(node, list):
+        for value in node:
+            _state_runtime_limits(value, max_batch, disabled_image_types)

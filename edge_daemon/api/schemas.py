@@ -8,22 +8,64 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-Confidence = Annotated[float | Literal["best", "default"], Field(
-    description="Minimum confidence, in [0, 1]. On the legacy route values >= 1 are percentages (hosted-API "
-                "style). 'best'/'default' use the server default.")]
+from edge_daemon.images.decode import IMAGE_TYPES
+from edge_daemon.models.store import MODEL_ID_PATTERN
+
+LegacyConfidence = Annotated[Annotated[float, Field(ge=0, le=100)] | Literal["best", "default"], Field(
+    description="Minimum confidence: in [0, 1], or a percentage when >= 1 (hosted-API style, up to 100). "
+                "'best'/'default' use the server default.")]
+InferConfidence = Annotated[Annotated[float, Field(ge=0, le=1)] | Literal["best", "default"], Field(
+    description="Minimum confidence, in [0, 1]. 'best'/'default' use the server default.")]
+Percentage = Annotated[float, Field(ge=0, le=100)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer, so the server does too; pydantic's strict mode alone would not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer field of a JSON body: also accepts integral numbers such as 2.0.
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+# On an enum of image types: /openapi.json leaves out the types this server has disabled ('numpy', 'url').
+IMAGE_TYPES_MARK = "x-image-types"
+# What images/url_fetch.py accepts before it looks the host up: an http(s) URL with a host.
+IMAGE_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s:]"
+
+
+def _value_rule(types: list[str], pattern: str) -> dict[str, Any]:
+    return {"if": {"properties": {"type": {"enum": types}}},
+            "then": {"properties": {"value": {"pattern": pattern}}}}
 
 
 class ImageReference(BaseModel):
     """An image named inside a JSON body."""
 
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=64, description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy "
-                                  "file or of a pickled ndarray; decoded without running pickle, only when "
-                                  "enabled).", examples=["base64"])
-    value: str = Field(description="Base64 text (an optional data: prefix is stripped), an http(s) URL, or "
-                                   "base64 numpy payload.")
+    # The server refuses (400) a URL that is not http(s) with a host before fetching anything. (Whether base64
+    # text decodes is left unstated: a pattern for it makes schemathesis's generation too slow to be useful.)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [_value_rule(["url"], IMAGE_URL_PATTERN)]})
+    type: str = Field(max_length=64, json_schema_extra={"enum": list(IMAGE_TYPES), IMAGE_TYPES_MARK: True},
+                      description="How `value` is to be read: 'base64', 'url' or 'numpy' (base64 of an .npy file or "
+                                  "of a pickled ndarray; decoded without running pickle, only when enabled).",
+                      examples=["base64"])
+    value: str = Field(min_length=1, pattern=r"\S",
+                       description="Base64 text (an optional data: prefix is stripped), an http(s) URL, or base64 "
+                                   "numpy payload. Never empty or only blanks.")
+
+
+# A list of images gives a list of responses; an empty list has nothing to answer.
+# At most the server's --max-batch images: /openapi.json fills that in as maxItems where it finds BATCH_MARK.
+BATCH_MARK = "x-max-batch"
+Images = ImageReference | Annotated[list[ImageReference], Field(min_length=1, json_schema_extra={BATCH_MARK: True})]
+
+
+def model_id_field(example: str, description: str = "`project/version`") -> Any:
+    """`model_id`: the schema states ModelId's rule; ModelId.parse enforces it (400 naming the id)."""
+    return Field(max_length=256, description=f"{description}, e.g. `{example}`.", examples=[example],
+                 json_schema_extra={"pattern": MODEL_ID_PATTERN})
 
 
 class PreprocessingSwitches(BaseModel):
@@ -40,8 +82,8 @@ MaskFormat = Literal["polygon", "rle"]
 class InferenceOptions(PreprocessingSwitches):
     """Options shared by the legacy route's query string and JSON body."""
 
-    confidence: Confidence = 0.4
-    max_detections: int = Field(300, ge=1, le=10000, description="Most predictions returned per image.")
+    confidence: LegacyConfidence = 0.4
+    max_detections: Integer = Field(300, ge=1, le=10000, description="Most predictions returned per image.")
     class_agnostic_nms: bool = Field(False, description="Run NMS across classes instead of per class.")
     class_filter: list[Annotated[str, Field(max_length=256)]] | None = Field(
         None, max_length=1000, description="Only return these class names.")
@@ -56,7 +98,7 @@ class InferenceOptions(PreprocessingSwitches):
         "json", description="'image' answers a JPEG with predictions drawn; 'image_and_json' adds it base64 "
                             "as `visualization`.")
     labels: bool = Field(False, description="Draw class names and confidences in the visualisation.")
-    stroke: int = Field(1, ge=1, le=50, description="Line width of the visualisation, in pixels.")
+    stroke: Integer = Field(1, ge=1, le=50, description="Line width of the visualisation, in pixels.")
     keypoint_confidence: float = Field(0.0, ge=0, le=1, description="Keypoint models: leave out keypoints below "
                                                                     "this confidence.")
 
@@ -67,68 +109,73 @@ class LegacyQueryParameters(InferenceOptions):
     model_config = ConfigDict(extra="ignore")
     api_key: str | None = Field(None, max_length=512,
                                 description="Registry API key; only needed to download a model once.")
-    overlap: float | None = Field(None, ge=0, description="NMS IoU threshold (values >= 1 are percentages).")
-    iou_threshold: float | None = Field(None, ge=0, description="Alias of `overlap`.")
+    overlap: Percentage | None = Field(None, description="NMS IoU threshold (values >= 1 are percentages).")
+    iou_threshold: Percentage | None = Field(None, description="Alias of `overlap`.")
     image: str | None = Field(None, description="URL of the image; the body is then ignored.")
     image_type: Literal["base64", "numpy"] = Field(
-        "base64", description="How a non-image body is read: base64 text (default) or a numpy payload.")
+        "base64", json_schema_extra={IMAGE_TYPES_MARK: True},
+        description="How a non-image body is read: base64 text (default) or a numpy payload (when enabled).")
 
 
 class LegacyJsonBody(InferenceOptions):
     """JSON body of `POST /{project_id}/{model_version}`; a list of images gives a list of responses."""
 
     model_config = ConfigDict(extra="ignore")
-    image: ImageReference | list[ImageReference]
+    image: Images
     api_key: str | None = Field(None, max_length=512,
                                 description="Registry API key; only needed to download a model once.")
-    iou_threshold: float | None = Field(None, ge=0, description="NMS IoU threshold (default 0.3).")
-    overlap: float | None = Field(None, ge=0, description="Alias of `iou_threshold` (hosted-API name).")
+    iou_threshold: Percentage | None = Field(None, description="NMS IoU threshold (default 0.3; values >= 1 are percentages).")
+    overlap: Percentage | None = Field(None, description="Alias of `iou_threshold` (hosted-API name).")
 
 
 class InferRequestBase(PreprocessingSwitches):
     """Fields common to Roboflow's `/infer/{task}` JSON bodies."""
 
     model_config = ConfigDict(extra="ignore")
-    model_id: str = Field(max_length=256, description="`project/version`, e.g. `shapes/1`.", examples=["shapes/1"])
-    image: ImageReference | list[ImageReference]
+    model_id: str = model_id_field("shapes/1", "`project/version` of a model of this route's task")
+    image: Images
     api_key: str | None = Field(None, max_length=512)
     id: str | None = Field(None, description="Returned as `inference_id`.")
-    confidence: Confidence = 0.4
+    confidence: InferConfidence = 0.4
     visualize_predictions: bool = Field(False, description="Add a base64 JPEG `visualization`.")
     visualization_labels: bool = False
-    visualization_stroke_width: int = Field(1, ge=1, le=50)
+    visualization_stroke_width: Integer = Field(1, ge=1, le=50)
 
 
 class ObjectDetectionInferenceRequest(InferRequestBase):
+    model_id: str = model_id_field("shapes/1", "`project/version` of an object-detection model")
     iou_threshold: float = Field(0.3, ge=0, le=1)
     class_agnostic_nms: bool = False
     class_filter: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=1000)
-    max_detections: int = Field(300, ge=1, le=10000)
-    max_candidates: int = Field(3000, ge=1, description="Accepted for compatibility.")
+    max_detections: Integer = Field(300, ge=1, le=10000)
+    max_candidates: Integer = Field(3000, ge=1, description="Accepted for compatibility.")
 
 
 class InstanceSegmentationInferenceRequest(ObjectDetectionInferenceRequest):
+    model_id: str = model_id_field("shapes-seg/1", "`project/version` of an instance-segmentation model")
     mask_decode_mode: MaskDecodeMode = "accurate"
     tradeoff_factor: float = Field(0.0, ge=0, le=1)
     response_mask_format: MaskFormat = "polygon"
 
 
 class ClassificationInferenceRequest(InferRequestBase):
-    pass
+    model_id: str = model_id_field("shapes-cls/1", "`project/version` of a (multi-label) classification model")
 
 
 class KeypointsDetectionInferenceRequest(ObjectDetectionInferenceRequest):
+    model_id: str = model_id_field("people-pose/1", "`project/version` of a keypoint-detection model")
     keypoint_confidence: float = Field(0.0, ge=0, le=1, description="Leave out keypoints below this confidence.")
 
 
 class SemanticSegmentationInferenceRequest(InferRequestBase):
-    confidence: Confidence = Field(0.4, description="Pixels whose class confidence is below it are answered as "
+    model_id: str = model_id_field("road-scene/1", "`project/version` of a semantic-segmentation model")
+    confidence: InferConfidence = Field(0.4, description="Pixels whose class confidence is below it are answered as "
                                                     "the `background` class (when the model has one).")
 
 
 class ModelIdRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    model_id: str = Field(max_length=256, examples=["shapes/1"])
+    model_id: str = model_id_field("shapes/1")
     api_key: str | None = Field(None, max_length=512)
 
 

@@ -119,12 +119,16 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def _open(url: str, policy: UrlPolicy, deadline: float) -> http.client.HTTPResponse:
-    parts = urlsplit(url)
+    try:  # urlsplit and .port raise ValueError on a malformed host ('[' without ']') or port
+        parts = urlsplit(url)
+        explicit_port = parts.port
+    except ValueError as error:
+        raise BadRequest(f"image URL is malformed: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise BadRequest(f"image URL scheme {parts.scheme!r} is not allowed; use http or https")
     if not parts.hostname:
         raise BadRequest("image URL has no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = explicit_port or (443 if parts.scheme == "https" else 80)
     address = _resolve_checked(parts.hostname, port, policy)
     remaining = max(0.1, deadline - time.monotonic())
     connection: http.client.HTTPConnection

@@ -33,7 +33,13 @@ MANIFEST = "manifest.json"
 REQUIRED_FILES = (WEIGHTS_NAMES, (ENVIRONMENT, INFERENCE_CONFIG), (MODEL_TYPE, MODEL_CONFIG))
 BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "default_models"
 
-_ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# One part of a model id (project or version), and no '..' anywhere. /openapi.json states the same rules, so
+# they are written in the syntax Python and ECMA (JSON Schema) regexes share.
+ID_PART = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+NO_DOUBLE_DOT = r"(?!.*\.\.)"
+ID_PART_PATTERN = f"^{NO_DOUBLE_DOT}{ID_PART}$"
+MODEL_ID_PATTERN = f"^{NO_DOUBLE_DOT}{ID_PART}/{ID_PART}$"
+_ID_PART = re.compile(ID_PART_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class ModelId:
     def of(cls, project: str, version: str) -> ModelId:
         """Validate both parts before they touch a path or a URL: no '..', slashes, control characters."""
         for label, part in (("project id", project), ("model version", version)):
-            if not _ID_PART.match(part or "") or ".." in part:
+            if not _ID_PART.fullmatch(part or ""):  # fullmatch: '$' alone would let a trailing newline in
                 raise BadRequest(f"invalid {label} {str(part)[:120]!r}: use letters, digits, '-', '_' and '.'")
         return cls(project, version)
 

@@ -24,7 +24,8 @@ Publish = Literal["every", "change"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a "true" string or a 1 is not a boolean here (the schema says boolean, and the server agrees)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class MqttSinkConfig(_Strict):
@@ -82,8 +83,9 @@ class Zone(_Strict):
 
 class StreamConfig(_Strict):
     id: str = Field(pattern=STREAM_ID, description="letters, digits, '_', '.', '-' (used in topics and labels)")
-    source: str = Field(min_length=1, max_length=2048,
-                        description="rtsp(s)://, http(s):// (MJPEG or snapshot), /dev/videoN, or a video file")
+    source: str = Field(min_length=1, max_length=2048, pattern=r"^((rtsps?|https?)://[^\s/]|(file://)?/)",
+                        description="rtsp(s)://, http(s):// (MJPEG or snapshot), /dev/videoN, or a video file "
+                                    "(absolute path)")
     source_type: SourceType = Field("auto", description="auto: from the URL (http is MJPEG unless snapshot)")
     model_id: str = Field(pattern=MODEL_ID)
     max_fps: float = Field(2.0, gt=0, le=60)
@@ -169,6 +171,12 @@ class StreamConfig(_Strict):
             if sink.get("secret"):
                 sink["secret"] = "***"
         return data
+
+
+class StreamReplacement(StreamConfig):
+    """PUT /streams/{id}'s body: a whole stream config, whose id may be left out (the path names it)."""
+
+    id: str | None = Field(None, pattern=STREAM_ID, description="if given, the path's id")  # type: ignore[assignment]
 
 
 def _field_path(location: tuple[Any, ...]) -> str:

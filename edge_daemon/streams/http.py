@@ -12,7 +12,7 @@ from edge_daemon.api.openapi import OpenApiRegistry, Operation, error_responses,
 from edge_daemon.errors import BadRequest, NotFound, PayloadTooLarge
 from edge_daemon.processing import visualise
 from edge_daemon.processing.visualise import encode_jpeg
-from edge_daemon.streams.config import MqttSinkConfig, StreamConfig, WebhookSinkConfig, Zone
+from edge_daemon.streams.config import MqttSinkConfig, StreamConfig, StreamReplacement, WebhookSinkConfig, Zone
 from edge_daemon.streams.manager import StreamManager
 from edge_daemon.streams.schemas import StreamDeleted, StreamFrames, StreamList, StreamResult, StreamStatus
 
@@ -105,7 +105,7 @@ def _status_responses(description: str, schema: Any, *errors: int) -> dict[str, 
 
 
 def register(app: falcon.App, registry: OpenApiRegistry, manager: StreamManager) -> None:
-    registry.add_schemas(StreamConfig, MqttSinkConfig, WebhookSinkConfig, Zone, StreamStatus, StreamFrames,
+    registry.add_schemas(StreamConfig, StreamReplacement, MqttSinkConfig, WebhookSinkConfig, Zone, StreamStatus, StreamFrames,
                          StreamList, StreamDeleted, StreamResult)
     stream_id = path_parameter("stream_id", "The stream's id")
     body = {"required": True, "content": json_content(ref(StreamConfig))}
@@ -127,7 +127,8 @@ def register(app: falcon.App, registry: OpenApiRegistry, manager: StreamManager)
                   operation_id="get_stream", parameters=[stream_id],
                   responses=_status_responses("The stream", StreamStatus, 404)),
         Operation("/streams/{stream_id}", "put", "Replace a stream's config (the stream restarts)",
-                  operation_id="replace_stream", parameters=[stream_id], request_body=body,
+                  operation_id="replace_stream", parameters=[stream_id],
+                  request_body={"required": True, "content": json_content(ref(StreamReplacement))},
                   responses=_status_responses("The stream", StreamStatus, 400, 404, 409, 413, 422)),
         Operation("/streams/{stream_id}", "delete", "Stop and remove a stream", operation_id="delete_stream",
                   parameters=[stream_id], responses=_status_responses("Removed", StreamDeleted, 404, 409)),
