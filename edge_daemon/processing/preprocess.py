@@ -71,6 +71,15 @@ class Geometry:
     pad_y: int
     decode_ratio_x: float = 1.0  # original pixels per decoded pixel (a reduced JPEG decode makes it > 1)
     decode_ratio_y: float = 1.0
+    # The image's size inside the network input (letterbox: truncated, so it may fall short of crop * scale);
+    # 0: crop * scale.
+    resized_width: int = 0
+    resized_height: int = 0
+
+    def resized_size(self) -> tuple[int, int]:
+        """How many network pixels (columns, rows) the image itself covers."""
+        return (self.resized_width or round(self.crop_width * self.scale_x),
+                self.resized_height or round(self.crop_height * self.scale_y))
 
     def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Map Nx4 xyxy network boxes to original pixels: undo resize, clip to the crop, add its offset, undo
@@ -90,8 +99,8 @@ class Geometry:
 
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
-        return (self.pad_x, self.pad_y, self.pad_x + self.crop_width * self.scale_x,
-                self.pad_y + self.crop_height * self.scale_y)
+        width, height = self.resized_size()
+        return (self.pad_x, self.pad_y, self.pad_x + width, self.pad_y + height)
 
     def original_pixels_per_network_px(self) -> float:
         """How many original pixels one network pixel spans (the finer axis; < 1 when the image was enlarged)."""
@@ -219,10 +228,10 @@ class Preprocessor:
         if self.mode == "center-crop":
             return self._centre_crop(image, original_width, original_height, crop_x, crop_y, ratio_x, ratio_y)
         scale = min(target_w / width, target_h / height)
-        # Sizes truncated, as Roboflow's stacks do (451x300 into 320 gives 212 rows, not 213); the epsilon
-        # keeps the side that sets the scale from losing a row to floating point (320.0 stored as 319.99...).
-        new_w = max(1, min(target_w, int(width * scale + 1e-6)))
-        new_h = max(1, min(target_h, int(height * scale + 1e-6)))
+        # Sizes truncated exactly as Roboflow's default stack does (451x300 into 320 gives 212 rows, not 213;
+        # and where width * (320 / width) comes out as 319.99..., 319 columns and one of padding).
+        new_w = max(1, min(target_w, int(width * scale)))
+        new_h = max(1, min(target_h, int(height * scale)))
         pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         if self.mode == "letterbox-reflect":
@@ -231,8 +240,10 @@ class Preprocessor:
         else:
             canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
             canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+        # One scale for both axes (not new_w / width, new_h / height), as Roboflow maps boxes back: with a
+        # truncated side the two differ, by up to 2 px at the far edge of a 451x300 image.
         geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
-                            new_w / width, new_h / height, pad_x, pad_y, ratio_x, ratio_y)
+                            scale, scale, pad_x, pad_y, ratio_x, ratio_y, new_w, new_h)
         return canvas, geometry
 
     def _centre_crop(self, image: np.ndarray, original_width: int, original_height: int, crop_x: int, crop_y: int,

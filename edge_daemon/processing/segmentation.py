@@ -231,7 +231,7 @@ class MaskGrid:
     @classmethod
     def of(cls, mask_h: int, mask_w: int, geometry: Geometry, input_size: tuple[int, int]) -> MaskGrid:
         sx, sy = mask_w / input_size[0], mask_h / input_size[1]
-        new_w, new_h = round(geometry.crop_width * geometry.scale_x), round(geometry.crop_height * geometry.scale_y)
+        new_w, new_h = geometry.resized_size()
         left, top = round(sx * geometry.pad_x), round(sy * geometry.pad_y)
         right = mask_w - round(sx * (input_size[0] - geometry.pad_x - new_w))
         bottom = mask_h - round(sy * (input_size[1] - geometry.pad_y - new_h))

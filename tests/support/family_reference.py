@@ -67,22 +67,25 @@ class Letterbox:
     pad_y: int
     width: int  # original size
     height: int
+    resized_w: int = 0  # the image's size inside the network input
+    resized_h: int = 0
 
 
 def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114) -> tuple[np.ndarray, Letterbox]:
-    """Roboflow's resize: 'stretch', or 'letterbox' with the scaled size truncated and the slack split."""
+    """Roboflow's resize: 'stretch', or 'letterbox' with the scaled size truncated (int(), as Roboflow's default
+    stack: no rounding) and the slack split; a letterbox maps back with one scale for both axes."""
     height, width = image.shape[:2]
     target_w, target_h = size
     if mode == "stretch":
         return (cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR),
-                Letterbox(target_w / width, target_h / height, 0, 0, width, height))
+                Letterbox(target_w / width, target_h / height, 0, 0, width, height, target_w, target_h))
     scale = min(target_w / width, target_h / height)
-    new_w, new_h = int(round(width * scale, 6)), int(round(height * scale, 6))
+    new_w, new_h = int(width * scale), int(height * scale)
     canvas = np.full((target_h, target_w, 3), pad, np.uint8)
     pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
                                                                   interpolation=cv2.INTER_LINEAR)
-    return canvas, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+    return canvas, Letterbox(scale, scale, pad_x, pad_y, width, height, new_w, new_h)
 
 
 def tensor(image: np.ndarray, normalisation: tuple | None = None) -> np.ndarray:
@@ -178,7 +181,7 @@ def aligned(values: np.ndarray, box: Letterbox, size: tuple[int, int], threshold
     resize bilinearly to the original size, > threshold."""
     mask_h, mask_w = values.shape
     sx, sy = mask_w / size[0], mask_h / size[1]
-    new_w, new_h = round(box.width * box.scale_x), round(box.height * box.scale_y)
+    new_w, new_h = box.resized_w, box.resized_h
     left, top = round(sx * box.pad_x), round(sy * box.pad_y)
     right = mask_w - round(sx * (size[0] - box.pad_x - new_w))
     bottom = mask_h - round(sy * (size[1] - box.pad_y - new_h))
