@@ -94,8 +94,12 @@ class Geometry:
         return np.round(out)
 
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
-        """Map Nx2 network points (x, y) to original pixels exactly as box corners are mapped."""
-        return self.boxes_to_original(np.concatenate([points, points], axis=1))[:, :2]
+        """Map Nx2 network points (x, y) to original pixels as box corners are, rounded but not clipped:
+        Roboflow's default stack clips boxes only, so a keypoint placed past the image edge stays there."""
+        out = np.empty_like(points, dtype=np.float64)
+        out[:, 0] = ((points[:, 0] - self.pad_x) / self.scale_x + self.crop_x) * self.decode_ratio_x
+        out[:, 1] = ((points[:, 1] - self.pad_y) / self.scale_y + self.crop_y) * self.decode_ratio_y
+        return np.round(out)
 
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""

@@ -100,10 +100,13 @@ def run(weights: Path, batch: np.ndarray) -> list[np.ndarray]:
     return [output[0] for output in session.run(None, {session.get_inputs()[0].name: batch})]
 
 
-def to_original(points: np.ndarray, box: Letterbox) -> np.ndarray:
-    """(N, 2) network points to original pixels: undo pad and scale, clip, round."""
-    x = np.clip((points[:, 0] - box.pad_x) / box.scale_x, 0, box.width)
-    y = np.clip((points[:, 1] - box.pad_y) / box.scale_y, 0, box.height)
+def to_original(points: np.ndarray, box: Letterbox, clip: bool = True) -> np.ndarray:
+    """(N, 2) network points to original pixels: undo pad and scale, clip (box corners; Roboflow's default
+    stack does not clip keypoints), round."""
+    x = (points[:, 0] - box.pad_x) / box.scale_x
+    y = (points[:, 1] - box.pad_y) / box.scale_y
+    if clip:
+        x, y = np.clip(x, 0, box.width), np.clip(y, 0, box.height)
     return np.round(np.stack([x, y], axis=1))
 
 
