@@ -193,15 +193,16 @@ def aligned(values: np.ndarray, box: Letterbox, size: tuple[int, int], threshold
 
 
 def yolo_mask(coefficients: np.ndarray, prototypes: np.ndarray, network_box: np.ndarray, box: Letterbox,
-              size: tuple[int, int]) -> np.ndarray:
+              size: tuple[int, int], sigmoid: bool = True) -> np.ndarray:
     """sigmoid(c . P) on the prototype grid, zero outside the box rounded to the grid (half-open), aligned to
-    the original image, > 0.5."""
+    the original image, > 0.5. YOLO26 (`sigmoid=False`): the logits c . P themselves, > 0."""
     _, mask_h, mask_w = prototypes.shape
-    probability = 1 / (1 + np.exp(-np.tensordot(coefficients, prototypes, axes=1).astype(np.float64)))
+    logits = np.tensordot(coefficients, prototypes, axes=1).astype(np.float64)
+    probability = 1 / (1 + np.exp(-logits)) if sigmoid else logits
     x1, y1, x2, y2 = np.round(network_box * np.array([mask_w / size[0], mask_h / size[1]] * 2))
     cols, rows = np.arange(mask_w)[None, :], np.arange(mask_h)[:, None]
     probability = probability * ((cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2))
-    return aligned(probability, box, size, 0.5)
+    return aligned(probability, box, size, 0.5 if sigmoid else 0.0)
 
 
 def softmax(values: np.ndarray, axis: int = -1) -> np.ndarray:
