@@ -2,8 +2,8 @@
 
 As Roboflow's default stack: the letterbox padding is cut off, the logits are resized bilinearly to the
 original image, a softmax gives each pixel's class (argmax) and confidence, and pixels whose confidence is
-below the request's threshold go to the `background` class. The answer is two 8-bit PNGs (class index, and
-confidence x 255) with the class map.
+below the request's threshold go to the `background` class with confidence 0. The answer is two 8-bit PNGs
+(class index, and confidence x 255) with the class map.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ class SemanticDecoder:
         classes = resized.argmax(axis=2).astype(np.uint8)
         confidence = resized.max(axis=2)
         if self.background is not None:
-            classes[confidence < threshold] = self.background
+            below = confidence < threshold
+            classes[below] = self.background
+            confidence[below] = 0.0  # as Roboflow's default stack: a pixel sent to background has no confidence
         full_classes = np.full((geometry.original_height, geometry.original_width),
                                self.background if self.background is not None else 0, np.uint8)
         full_confidence = np.zeros((geometry.original_height, geometry.original_width), np.float32)
