@@ -141,7 +141,7 @@ def _compare_boxes(predictions: list[dict], found: ref.Found, box: ref.Letterbox
 def _setup(model_id: str, image: np.ndarray, pad: int = 114) -> tuple[Path, list[np.ndarray], ref.Letterbox]:
     _, _, model_type, _, size, resize_format, _ = MODELS[model_id]
     mode = "stretch" if resize_format.startswith("Stretch") else "letterbox"
-    network, box = ref.prepare(image, size, mode, pad)
+    network, box = ref.prepare(image, size, mode, pad, pillow=model_type.startswith("rfdetr"))
     normalisation = ref.IMAGENET if model_type.startswith(("rfdetr", "resnet", "deeplab")) else \
         ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) if model_type.startswith("vit") else None
     weights = _weights(model_id)

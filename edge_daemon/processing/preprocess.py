@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge_daemon.images.decode import DecodedImage, DecodeTarget
 
@@ -31,6 +32,7 @@ class InputSpec:
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    resize_filter: str = "opencv"  # or "pillow": Pillow's bilinear, antialiased when shrinking (RF-DETR)
 
     def overridden(self, **changes: object) -> InputSpec:
         """This spec with the given fields replaced, where they are not None (metadata that declares them)."""
@@ -227,7 +229,7 @@ class Preprocessor:
         height, width = image.shape[:2]
         target_w, target_h = self.input_width, self.input_height
         if self.mode == "stretch":
-            resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR)
+            resized = self._stretch(image, target_w, target_h)
             geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
                                 target_w / width, target_h / height, 0, 0, ratio_x, ratio_y)
             return resized, geometry
@@ -251,6 +253,12 @@ class Preprocessor:
         geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
                             scale, scale, pad_x, pad_y, ratio_x, ratio_y, new_w, new_h)
         return canvas, geometry
+
+    def _stretch(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
+        if self.spec.resize_filter == "pillow" and image.shape[:2] != (height, width):
+            # Per channel, so channel order does not matter; Pillow is exactly what the model was trained with.
+            return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BILINEAR))
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
     def _centre_crop(self, image: np.ndarray, original_width: int, original_height: int, crop_x: int, crop_y: int,
                      ratio_x: float, ratio_y: float) -> tuple[np.ndarray, Geometry]:

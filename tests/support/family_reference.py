@@ -18,6 +18,7 @@ import numpy as np
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort
+from PIL import Image
 
 from edge_daemon.models.store import ModelId, write_manifest
 from tests.support.third_party import package_file
@@ -71,12 +72,16 @@ class Letterbox:
     resized_h: int = 0
 
 
-def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114) -> tuple[np.ndarray, Letterbox]:
+def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114,
+            pillow: bool = False) -> tuple[np.ndarray, Letterbox]:
     """Roboflow's resize: 'stretch', or 'letterbox' with the scaled size truncated (int(), as Roboflow's default
     stack: no rounding) and the slack split; a letterbox maps back with one scale for both axes."""
     height, width = image.shape[:2]
     target_w, target_h = size
     if mode == "stretch":
+        if pillow:  # RF-DETR: Pillow's bilinear (antialiased when shrinking), as Roboflow's default stack
+            return (np.asarray(Image.fromarray(image).resize((target_w, target_h), Image.BILINEAR)),
+                    Letterbox(target_w / width, target_h / height, 0, 0, width, height, target_w, target_h))
         return (cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR),
                 Letterbox(target_w / width, target_h / height, 0, 0, width, height, target_w, target_h))
     scale = min(target_w / width, target_h / height)
