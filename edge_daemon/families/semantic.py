@@ -14,6 +14,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge_daemon.errors import ModelArtifactError
 from edge_daemon.families.base import ModelFacts
@@ -21,6 +22,17 @@ from edge_daemon.processing.params import InferenceParams
 from edge_daemon.processing.preprocess import Geometry
 
 MAX_CLASSES = 256  # class ids are stored in an 8-bit PNG
+
+
+def _resize_logits(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 logits resized bilinearly to `size` (width, height). Where an axis shrinks (an image
+    smaller than the network input), the filter widens as in Roboflow's default stack (torchvision's resize,
+    antialiased): Pillow's float bilinear, one class at a time; OpenCV's plain bilinear otherwise."""
+    height, width = region.shape[:2]
+    if size[0] >= width and size[1] >= height:
+        return cv2.resize(region, size, interpolation=cv2.INTER_LINEAR)
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(region[:, :, c])).resize(size, Image.BILINEAR))
+                     for c in range(region.shape[2])], axis=2)
 
 
 def _png(image: np.ndarray) -> str:
@@ -46,7 +58,7 @@ class SemanticDecoder:
         crop_w = geometry.crop_width * geometry.decode_ratio_x
         crop_h = geometry.crop_height * geometry.decode_ratio_y
         target = (max(1, round(crop_w)), max(1, round(crop_h)))
-        resized = cv2.resize(region, target, interpolation=cv2.INTER_LINEAR)
+        resized = _resize_logits(region, target)
         if resized.ndim == 2:
             resized = resized[:, :, None]
         resized -= resized.max(axis=2, keepdims=True)
