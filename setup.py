@@ -25,6 +25,7 @@ setup(
         "prometheus-client>=0.20",  # /metrics in Prometheus text format
         "orjson>=3.9",  # JSON 10x faster than the stdlib on large segmentation answers (measured)
         "tomli>=2.0; python_version < '3.11'",  # --streams-file is TOML: tomllib's backport for Python 3.10
+        "pillow>=9.1",  # RF-DETR input: Pillow's bilinear resize, as RF-DETR is trained and Roboflow serves it
     ],
     extras_require={
         # NVIDIA boxes: on Jetson, TensorRT comes with JetPack's system Python instead.

@@ -40,8 +40,8 @@ def detection_predictions(detections: Detections, geometry: Geometry,
 
 def keypoint_predictions(detections: Detections, geometry: Geometry, class_names: tuple[str, ...],
                          keypoint_names: tuple[tuple[str, ...], ...], threshold: float) -> list[dict[str, Any]]:
-    """Detection fields plus Roboflow's `keypoints` list: x, y in original pixels (clipped, rounded as boxes
-    are), confidence, the keypoint's index in its class list (`class_id`) and name (`class`).
+    """Detection fields plus Roboflow's `keypoints` list: x, y in original pixels (rounded as boxes are, but
+    not clipped to the image: Roboflow's default stack clips boxes only), confidence, the keypoint's index in its class list (`class_id`) and name (`class`).
 
     Only the slots the detected class has names for are answered; a keypoint with confidence below
     `keypoint_confidence`, or of confidence 0, is left out (as Roboflow's default stack does)."""

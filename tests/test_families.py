@@ -141,7 +141,7 @@ def _compare_boxes(predictions: list[dict], found: ref.Found, box: ref.Letterbox
 def _setup(model_id: str, image: np.ndarray, pad: int = 114) -> tuple[Path, list[np.ndarray], ref.Letterbox]:
     _, _, model_type, _, size, resize_format, _ = MODELS[model_id]
     mode = "stretch" if resize_format.startswith("Stretch") else "letterbox"
-    network, box = ref.prepare(image, size, mode, pad)
+    network, box = ref.prepare(image, size, mode, pad, pillow=model_type.startswith("rfdetr"))
     normalisation = ref.IMAGENET if model_type.startswith(("rfdetr", "resnet", "deeplab")) else \
         ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) if model_type.startswith("vit") else None
     weights = _weights(model_id)
@@ -204,7 +204,7 @@ def test_yolo_instance_segmentation(served, images, model_id, end_to_end):
     found = ref.end_to_end(output, 0.25, True) if end_to_end else ref.yolov8(output, len(NAMES), 0.25, 0.45)
     answer = _ask(served, model_id, jpeg, confidence=0.25, iou_threshold=0.45, response_mask_format="rle")
     _compare_boxes(answer["predictions"], found, box, NAMES)
-    masks = [ref.yolo_mask(coefficients, prototypes, network_box, box, (320, 320))
+    masks = [ref.yolo_mask(coefficients, prototypes, network_box, box, (320, 320), sigmoid=not end_to_end)
              for coefficients, network_box in zip(found.extras, found.boxes)]
     ious = _mask_ious(answer["predictions"], masks)
     assert ious and min(ious) >= 0.98, ious
@@ -229,7 +229,8 @@ def test_rfdetr_instance_segmentation(served, images):
 ])
 @pytest.mark.parametrize("size_index", [0, 1])
 def test_keypoint_detection(served, images, model_id, end_to_end, names, point_names, size_index):
-    """Keypoints mapped back like boxes; those under keypoint_confidence (or of confidence 0) left out."""
+    """Keypoints mapped back like boxes but not clipped (as Roboflow); those under keypoint_confidence (or of
+    confidence 0) left out."""
     jpeg, image = images[size_index]
     _, outputs, box = _setup(model_id, image)
     found = ref.end_to_end(outputs[0], 0.2, True) if end_to_end else ref.yolov8(outputs[0], len(names), 0.2, 0.45)
@@ -240,7 +241,7 @@ def test_keypoint_detection(served, images, model_id, end_to_end, names, point_n
         kept = [(index, triple) for index, triple in enumerate(triples) if triple[2] >= 0.3]
         assert [point["class_id"] for point in prediction["keypoints"]] == [index for index, _ in kept]
         for point, (index, triple) in zip(prediction["keypoints"], kept):
-            expected = ref.to_original(triple[None, :2], box)[0]
+            expected = ref.to_original(triple[None, :2], box, clip=False)[0]
             assert abs(point["x"] - expected[0]) <= 1 and abs(point["y"] - expected[1]) <= 1
             assert point["confidence"] == pytest.approx(float(triple[2]), abs=1e-4)
             assert point["class"] == point_names[index]
@@ -268,12 +269,12 @@ def test_semantic_segmentation(served, images, size_index):
     jpeg, image = images[size_index]
     _, outputs, box = _setup("deeplab/1", image, pad=0)
     logits = outputs[0]
-    region = logits[:, box.pad_y:box.pad_y + round(box.height * box.scale_y),
-                    box.pad_x:box.pad_x + round(box.width * box.scale_x)].transpose(1, 2, 0)
+    region = logits[:, box.pad_y:box.pad_y + box.resized_h, box.pad_x:box.pad_x + box.resized_w].transpose(1, 2, 0)
     probabilities = ref.softmax(cv2.resize(np.ascontiguousarray(region), (box.width, box.height),
                                            interpolation=cv2.INTER_LINEAR).astype(np.float64), axis=2)
-    classes = probabilities.argmax(axis=2)
-    classes[probabilities.max(axis=2) < 0.3] = 0
+    classes, best = probabilities.argmax(axis=2), probabilities.max(axis=2)
+    classes[best < 0.3] = 0
+    best[best < 0.3] = 0.0  # a pixel sent to background has confidence 0
     answer = _ask(served, "deeplab/1", jpeg, confidence=0.3)["predictions"]
     got = cv2.imdecode(np.frombuffer(base64.b64decode(answer["segmentation_mask"]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert got.shape == (box.height, box.width)
@@ -282,7 +283,7 @@ def test_semantic_segmentation(served, images, size_index):
     assert answer["present_class_ids"] == sorted(int(v) for v in np.unique(got))
     confidence = cv2.imdecode(np.frombuffer(base64.b64decode(answer["confidence_mask"]), np.uint8),
                               cv2.IMREAD_UNCHANGED)
-    assert np.abs(confidence.astype(int) - (probabilities.max(axis=2) * 255).astype(int)).mean() < 1.0
+    assert np.abs(confidence.astype(int) - (best * 255).astype(int)).mean() < 1.0
 
 
 def test_registry_and_listing_name_each_family(served, images):

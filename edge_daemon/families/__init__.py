@@ -14,7 +14,7 @@ import logging
 
 from edge_daemon.errors import ModelArtifactError
 from edge_daemon.families import classifiers, end_to_end, rfdetr, semantic, yolo, yolo_nas
-from edge_daemon.families.base import IMAGENET, SYMMETRIC, UNIT, Decoder, Family, ModelFacts
+from edge_daemon.families.base import IMAGENET, RFDETR_INPUT, SYMMETRIC, UNIT, Decoder, Family, ModelFacts
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("yolo26", (DET, SEG, POSE), ("yolo26",), UNIT, end_to_end.fit,
            "end-to-end rows [N, 6 (+32 | +3K)]: x1, y1, x2, y2, score, class"),
     Family("yolov10", (DET,), ("yolov10",), UNIT, end_to_end.fit, "end-to-end rows [N, 6]"),
-    Family("rfdetr", (DET, SEG), ("rfdetr",), IMAGENET, rfdetr.fit,
+    Family("rfdetr", (DET, SEG), ("rfdetr",), RFDETR_INPUT, rfdetr.fit,
            "boxes [Q, 4] (cx, cy, w, h in 0..1) + logits [Q, C] (+ mask logits [Q, mh, mw])"),
     Family("yolo-nas", (DET,), ("yolonas",), UNIT, yolo_nas.fit, "boxes [N, 4] (x1, y1, x2, y2) + scores [N, nc]"),
     Family("vit", (CLS,), ("vit",), SYMMETRIC, classifiers.fit, "scores [nc]"),

@@ -19,7 +19,10 @@ from edge_daemon.processing.params import InferenceParams
 from edge_daemon.processing.preprocess import Geometry, InputSpec
 
 UNIT = InputSpec()  # RGB, x/255: every YOLO family and YOLO-NAS
-IMAGENET = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # RF-DETR, ResNet, DINOv3, DeepLab
+IMAGENET = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # ResNet, DINOv3, DeepLab
+# RF-DETR: ImageNet too, resized with Pillow's (antialiased) bilinear filter as it was trained and as Roboflow's
+# default stack does (inference_models/models/rfdetr/pre_processing.py).
+RFDETR_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_filter="pillow")
 SYMMETRIC = InputSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # ViT: (x/255 - 0.5) / 0.5
 
 

@@ -53,8 +53,9 @@ class EndToEndDecoder:
     def decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
         found = self.rows(outputs[self.output_index], params.detection)
         if self.task == "instance-segmentation":
+            # Roboflow's default stack thresholds YOLO26 mask logits at 0 without a sigmoid (see yolo_masks).
             patches = segmentation.yolo_masks(found, outputs[self.proto_index], geometry, self.input_size,
-                                              params.mask_decode_mode, params.tradeoff_factor)
+                                              params.mask_decode_mode, params.tradeoff_factor, smoothing=False)
             return {"predictions": segmentation_predictions(found, patches, geometry, self.class_names,
                                                             params.mask_format)}
         if self.task == "keypoint-detection":

@@ -2,8 +2,8 @@
 
 As Roboflow's default stack: the letterbox padding is cut off, the logits are resized bilinearly to the
 original image, a softmax gives each pixel's class (argmax) and confidence, and pixels whose confidence is
-below the request's threshold go to the `background` class. The answer is two 8-bit PNGs (class index, and
-confidence x 255) with the class map.
+below the request's threshold go to the `background` class with confidence 0. The answer is two 8-bit PNGs
+(class index, and confidence x 255) with the class map.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge_daemon.errors import ModelArtifactError
 from edge_daemon.families.base import ModelFacts
@@ -21,6 +22,17 @@ from edge_daemon.processing.params import InferenceParams
 from edge_daemon.processing.preprocess import Geometry
 
 MAX_CLASSES = 256  # class ids are stored in an 8-bit PNG
+
+
+def _resize_logits(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 logits resized bilinearly to `size` (width, height). Where an axis shrinks (an image
+    smaller than the network input), the filter widens as in Roboflow's default stack (torchvision's resize,
+    antialiased): Pillow's float bilinear, one class at a time; OpenCV's plain bilinear otherwise."""
+    height, width = region.shape[:2]
+    if size[0] >= width and size[1] >= height:
+        return cv2.resize(region, size, interpolation=cv2.INTER_LINEAR)
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(region[:, :, c])).resize(size, Image.BILINEAR))
+                     for c in range(region.shape[2])], axis=2)
 
 
 def _png(image: np.ndarray) -> str:
@@ -46,7 +58,7 @@ class SemanticDecoder:
         crop_w = geometry.crop_width * geometry.decode_ratio_x
         crop_h = geometry.crop_height * geometry.decode_ratio_y
         target = (max(1, round(crop_w)), max(1, round(crop_h)))
-        resized = cv2.resize(region, target, interpolation=cv2.INTER_LINEAR)
+        resized = _resize_logits(region, target)
         if resized.ndim == 2:
             resized = resized[:, :, None]
         resized -= resized.max(axis=2, keepdims=True)
@@ -55,7 +67,9 @@ class SemanticDecoder:
         classes = resized.argmax(axis=2).astype(np.uint8)
         confidence = resized.max(axis=2)
         if self.background is not None:
-            classes[confidence < threshold] = self.background
+            below = confidence < threshold
+            classes[below] = self.background
+            confidence[below] = 0.0  # as Roboflow's default stack: a pixel sent to background has no confidence
         full_classes = np.full((geometry.original_height, geometry.original_width),
                                self.background if self.background is not None else 0, np.uint8)
         full_confidence = np.zeros((geometry.original_height, geometry.original_width), np.float32)

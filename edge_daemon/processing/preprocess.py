@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge_daemon.images.decode import DecodedImage, DecodeTarget
 
@@ -31,18 +32,19 @@ class InputSpec:
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    resize_filter: str = "opencv"  # or "pillow": Pillow's bilinear, antialiased when shrinking (RF-DETR)
 
     def overridden(self, **changes: object) -> InputSpec:
         """This spec with the given fields replaced, where they are not None (metadata that declares them)."""
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
 
-    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per-channel multiplier and offset, or None when a plain scale does (no mean/std)."""
+    def normalisation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-channel float32 mean and std (shaped for NCHW), or None when there are none."""
         if self.mean is None and self.std is None:
             return None
         mean = np.asarray(self.mean or (0.0, 0.0, 0.0), np.float32)
         std = np.asarray(self.std or (1.0, 1.0, 1.0), np.float32)
-        return (np.float32(self.scale) / std).reshape(3, 1, 1), (-mean / std).reshape(3, 1, 1)
+        return mean.reshape(3, 1, 1), std.reshape(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,15 @@ class Geometry:
     pad_y: int
     decode_ratio_x: float = 1.0  # original pixels per decoded pixel (a reduced JPEG decode makes it > 1)
     decode_ratio_y: float = 1.0
+    # The image's size inside the network input (letterbox: truncated, so it may fall short of crop * scale);
+    # 0: crop * scale.
+    resized_width: int = 0
+    resized_height: int = 0
+
+    def resized_size(self) -> tuple[int, int]:
+        """How many network pixels (columns, rows) the image itself covers."""
+        return (self.resized_width or round(self.crop_width * self.scale_x),
+                self.resized_height or round(self.crop_height * self.scale_y))
 
     def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Map Nx4 xyxy network boxes to original pixels: undo resize, clip to the crop, add its offset, undo
@@ -85,13 +96,17 @@ class Geometry:
         return np.round(out)
 
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
-        """Map Nx2 network points (x, y) to original pixels exactly as box corners are mapped."""
-        return self.boxes_to_original(np.concatenate([points, points], axis=1))[:, :2]
+        """Map Nx2 network points (x, y) to original pixels as box corners are, rounded but not clipped:
+        Roboflow's default stack clips boxes only, so a keypoint placed past the image edge stays there."""
+        out = np.empty_like(points, dtype=np.float64)
+        out[:, 0] = ((points[:, 0] - self.pad_x) / self.scale_x + self.crop_x) * self.decode_ratio_x
+        out[:, 1] = ((points[:, 1] - self.pad_y) / self.scale_y + self.crop_y) * self.decode_ratio_y
+        return np.round(out)
 
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
-        return (self.pad_x, self.pad_y, self.pad_x + self.crop_width * self.scale_x,
-                self.pad_y + self.crop_height * self.scale_y)
+        width, height = self.resized_size()
+        return (self.pad_x, self.pad_y, self.pad_x + width, self.pad_y + height)
 
     def original_pixels_per_network_px(self) -> float:
         """How many original pixels one network pixel spans (the finer axis; < 1 when the image was enlarged)."""
@@ -147,8 +162,10 @@ class Preprocessor:
         self.input_height = input_height
         self.mode, self.pad_value = resize_settings(preprocessing)
         self.spec = spec or InputSpec()
-        self._scale = np.float32(self.spec.scale)
-        self._affine = self.spec.affine()
+        # Divide, then subtract and divide, in float32, as Roboflow's default stack does (x / 255, then
+        # torchvision's normalize): the network sees bit-identical input, so near-tied scores rank alike.
+        self._divisor = np.float32(1.0 / self.spec.scale)
+        self._normalisation = self.spec.normalisation()
 
     def auto_orient(self, switches: PreprocSwitches) -> bool:
         """EXIF orientation applies when the model's metadata has an auto-orient step (as Roboflow does)."""
@@ -212,17 +229,17 @@ class Preprocessor:
         height, width = image.shape[:2]
         target_w, target_h = self.input_width, self.input_height
         if self.mode == "stretch":
-            resized = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR)
+            resized = self._stretch(image, target_w, target_h)
             geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
                                 target_w / width, target_h / height, 0, 0, ratio_x, ratio_y)
             return resized, geometry
         if self.mode == "center-crop":
             return self._centre_crop(image, original_width, original_height, crop_x, crop_y, ratio_x, ratio_y)
         scale = min(target_w / width, target_h / height)
-        # Sizes truncated, as Roboflow's stacks do (451x300 into 320 gives 212 rows, not 213); the epsilon
-        # keeps the side that sets the scale from losing a row to floating point (320.0 stored as 319.99...).
-        new_w = max(1, min(target_w, int(width * scale + 1e-6)))
-        new_h = max(1, min(target_h, int(height * scale + 1e-6)))
+        # Sizes truncated exactly as Roboflow's default stack does (451x300 into 320 gives 212 rows, not 213;
+        # and where width * (320 / width) comes out as 319.99..., 319 columns and one of padding).
+        new_w = max(1, min(target_w, int(width * scale)))
+        new_h = max(1, min(target_h, int(height * scale)))
         pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         if self.mode == "letterbox-reflect":
@@ -231,9 +248,17 @@ class Preprocessor:
         else:
             canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
             canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+        # One scale for both axes (not new_w / width, new_h / height), as Roboflow maps boxes back: with a
+        # truncated side the two differ, by up to 2 px at the far edge of a 451x300 image.
         geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
-                            new_w / width, new_h / height, pad_x, pad_y, ratio_x, ratio_y)
+                            scale, scale, pad_x, pad_y, ratio_x, ratio_y, new_w, new_h)
         return canvas, geometry
+
+    def _stretch(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
+        if self.spec.resize_filter == "pillow" and image.shape[:2] != (height, width):
+            # Per channel, so channel order does not matter; Pillow is exactly what the model was trained with.
+            return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BILINEAR))
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
     def _centre_crop(self, image: np.ndarray, original_width: int, original_height: int, crop_x: int, crop_y: int,
                      ratio_x: float, ratio_y: float) -> tuple[np.ndarray, Geometry]:
@@ -252,18 +277,19 @@ class Preprocessor:
     def to_tensor(self, images: list[np.ndarray]) -> np.ndarray:
         """Stack network-size BGR images into one NCHW float32 RGB batch, normalised.
 
-        Channel swap in OpenCV, then one converting copy per image into the preallocated batch and one
-        in-place scale: measured 3-4x faster than `cv2.dnn.blobFromImages` at 640x640 (bench/decode_speed.py).
+        Channel swap in OpenCV, then one converting copy per image into the preallocated batch: measured 3-4x
+        faster than `cv2.dnn.blobFromImages` at 640x640 (bench/decode_speed.py). Then x / 255 (and - mean, / std)
+        in place, in that order, as Roboflow's default stack does, so the network sees bit-identical input; the
+        divisions cost about 0.5 ms more than a multiply-add at 640x640 (measured).
         """
         height, width = images[0].shape[:2]
         batch = np.empty((len(images), 3, height, width), dtype=np.float32)
         swap = self.spec.colour == "rgb"
         for index, image in enumerate(images):
             batch[index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if swap else image).transpose(2, 0, 1)
-        if self._affine is None:
-            batch *= self._scale
-        else:
-            multiplier, offset = self._affine
-            batch *= multiplier
-            batch += offset
+        batch /= self._divisor
+        if self._normalisation is not None:
+            mean, std = self._normalisation
+            batch -= mean
+            batch /= std
         return batch

@@ -200,15 +200,19 @@ def prediction_and_prototypes(shapes: list[tuple[int, ...]]) -> tuple[int, int] 
 
 
 def yolo_masks(found: Detections, prototypes: np.ndarray, geometry: Geometry, input_size: tuple[int, int],
-               mode: MaskDecodeMode, tradeoff_factor: float) -> list[MaskPatch]:
+               mode: MaskDecodeMode, tradeoff_factor: float, smoothing: bool = True) -> list[MaskPatch]:
     """Each detection's mask from its coefficients and the prototypes, computed only over its box.
 
     `accurate` (the default) follows Roboflow's default stack: sigmoid(c . P) on the prototype grid, zero
     outside the box rounded to that grid, the letterbox padding cut off there, a bilinear resize to the
-    image's own size and > 0.5. `fast` and `tradeoff` stay at (or between) prototype resolution."""
+    image's own size and > 0.5. `fast` and `tradeoff` stay at (or between) prototype resolution.
+
+    `smoothing=False` is how that stack decodes YOLO26 masks: the logits themselves (no sigmoid) are cut to
+    the box, resized and kept > 0; the zeros outside the box interpolate with positive logits inside it, so
+    a mask may reach up to one prototype cell past its box edge (for YOLOv8/v11 the sigmoid keeps it inside)."""
     coefficients = found.extras if found.extras is not None else []
     if mode == "accurate":
-        return [_yolo_mask_on_image_grid(coefficient, prototypes, box, geometry, input_size)
+        return [_yolo_mask_on_image_grid(coefficient, prototypes, box, geometry, input_size, smoothing)
                 for coefficient, box in zip(coefficients, found.boxes)]
     scale = resolution(mode, tradeoff_factor, prototypes.shape[2] / input_size[0])
     valid = geometry.network_valid_area()
@@ -231,7 +235,7 @@ class MaskGrid:
     @classmethod
     def of(cls, mask_h: int, mask_w: int, geometry: Geometry, input_size: tuple[int, int]) -> MaskGrid:
         sx, sy = mask_w / input_size[0], mask_h / input_size[1]
-        new_w, new_h = round(geometry.crop_width * geometry.scale_x), round(geometry.crop_height * geometry.scale_y)
+        new_w, new_h = geometry.resized_size()
         left, top = round(sx * geometry.pad_x), round(sy * geometry.pad_y)
         right = mask_w - round(sx * (input_size[0] - geometry.pad_x - new_w))
         bottom = mask_h - round(sy * (input_size[1] - geometry.pad_y - new_h))
@@ -267,7 +271,7 @@ def aligned_mask(values: np.ndarray, window: tuple[int, int], grid: MaskGrid, ge
 
 
 def _yolo_mask_on_image_grid(coefficients: np.ndarray, prototypes: np.ndarray, box: np.ndarray,
-                             geometry: Geometry, input_size: tuple[int, int]) -> MaskPatch:
+                             geometry: Geometry, input_size: tuple[int, int], smoothing: bool = True) -> MaskPatch:
     num_masks, mask_h, mask_w = prototypes.shape
     grid = MaskGrid.of(mask_h, mask_w, geometry, input_size)
     sx, sy = mask_w / input_size[0], mask_h / input_size[1]
@@ -282,5 +286,6 @@ def _yolo_mask_on_image_grid(coefficients: np.ndarray, prototypes: np.ndarray, b
     if ix1 > ix0 and iy1 > iy0:
         region = prototypes[:, iy0:iy1, ix0:ix1]
         logits = (coefficients @ region.reshape(num_masks, -1)).reshape(iy1 - iy0, ix1 - ix0)
-        values[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0] = _sigmoid(logits.astype(np.float32))
-    return aligned_mask(values, (wx0, wy0), grid, geometry, 0.5)
+        logits = logits.astype(np.float32)
+        values[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0] = _sigmoid(logits) if smoothing else logits
+    return aligned_mask(values, (wx0, wy0), grid, geometry, 0.5 if smoothing else 0.0)

@@ -18,6 +18,7 @@ import numpy as np
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort
+from PIL import Image
 
 from edge_daemon.models.store import ModelId, write_manifest
 from tests.support.third_party import package_file
@@ -67,22 +68,29 @@ class Letterbox:
     pad_y: int
     width: int  # original size
     height: int
+    resized_w: int = 0  # the image's size inside the network input
+    resized_h: int = 0
 
 
-def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114) -> tuple[np.ndarray, Letterbox]:
-    """Roboflow's resize: 'stretch', or 'letterbox' with the scaled size truncated and the slack split."""
+def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114,
+            pillow: bool = False) -> tuple[np.ndarray, Letterbox]:
+    """Roboflow's resize: 'stretch', or 'letterbox' with the scaled size truncated (int(), as Roboflow's default
+    stack: no rounding) and the slack split; a letterbox maps back with one scale for both axes."""
     height, width = image.shape[:2]
     target_w, target_h = size
     if mode == "stretch":
+        if pillow:  # RF-DETR: Pillow's bilinear (antialiased when shrinking), as Roboflow's default stack
+            return (np.asarray(Image.fromarray(image).resize((target_w, target_h), Image.BILINEAR)),
+                    Letterbox(target_w / width, target_h / height, 0, 0, width, height, target_w, target_h))
         return (cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_LINEAR),
-                Letterbox(target_w / width, target_h / height, 0, 0, width, height))
+                Letterbox(target_w / width, target_h / height, 0, 0, width, height, target_w, target_h))
     scale = min(target_w / width, target_h / height)
-    new_w, new_h = int(round(width * scale, 6)), int(round(height * scale, 6))
+    new_w, new_h = int(width * scale), int(height * scale)
     canvas = np.full((target_h, target_w, 3), pad, np.uint8)
     pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
                                                                   interpolation=cv2.INTER_LINEAR)
-    return canvas, Letterbox(new_w / width, new_h / height, pad_x, pad_y, width, height)
+    return canvas, Letterbox(scale, scale, pad_x, pad_y, width, height, new_w, new_h)
 
 
 def tensor(image: np.ndarray, normalisation: tuple | None = None) -> np.ndarray:
@@ -97,10 +105,13 @@ def run(weights: Path, batch: np.ndarray) -> list[np.ndarray]:
     return [output[0] for output in session.run(None, {session.get_inputs()[0].name: batch})]
 
 
-def to_original(points: np.ndarray, box: Letterbox) -> np.ndarray:
-    """(N, 2) network points to original pixels: undo pad and scale, clip, round."""
-    x = np.clip((points[:, 0] - box.pad_x) / box.scale_x, 0, box.width)
-    y = np.clip((points[:, 1] - box.pad_y) / box.scale_y, 0, box.height)
+def to_original(points: np.ndarray, box: Letterbox, clip: bool = True) -> np.ndarray:
+    """(N, 2) network points to original pixels: undo pad and scale, clip (box corners; Roboflow's default
+    stack does not clip keypoints), round."""
+    x = (points[:, 0] - box.pad_x) / box.scale_x
+    y = (points[:, 1] - box.pad_y) / box.scale_y
+    if clip:
+        x, y = np.clip(x, 0, box.width), np.clip(y, 0, box.height)
     return np.round(np.stack([x, y], axis=1))
 
 
@@ -178,7 +189,7 @@ def aligned(values: np.ndarray, box: Letterbox, size: tuple[int, int], threshold
     resize bilinearly to the original size, > threshold."""
     mask_h, mask_w = values.shape
     sx, sy = mask_w / size[0], mask_h / size[1]
-    new_w, new_h = round(box.width * box.scale_x), round(box.height * box.scale_y)
+    new_w, new_h = box.resized_w, box.resized_h
     left, top = round(sx * box.pad_x), round(sy * box.pad_y)
     right = mask_w - round(sx * (size[0] - box.pad_x - new_w))
     bottom = mask_h - round(sy * (size[1] - box.pad_y - new_h))
@@ -187,15 +198,16 @@ def aligned(values: np.ndarray, box: Letterbox, size: tuple[int, int], threshold
 
 
 def yolo_mask(coefficients: np.ndarray, prototypes: np.ndarray, network_box: np.ndarray, box: Letterbox,
-              size: tuple[int, int]) -> np.ndarray:
+              size: tuple[int, int], sigmoid: bool = True) -> np.ndarray:
     """sigmoid(c . P) on the prototype grid, zero outside the box rounded to the grid (half-open), aligned to
-    the original image, > 0.5."""
+    the original image, > 0.5. YOLO26 (`sigmoid=False`): the logits c . P themselves, > 0."""
     _, mask_h, mask_w = prototypes.shape
-    probability = 1 / (1 + np.exp(-np.tensordot(coefficients, prototypes, axes=1).astype(np.float64)))
+    logits = np.tensordot(coefficients, prototypes, axes=1).astype(np.float64)
+    probability = 1 / (1 + np.exp(-logits)) if sigmoid else logits
     x1, y1, x2, y2 = np.round(network_box * np.array([mask_w / size[0], mask_h / size[1]] * 2))
     cols, rows = np.arange(mask_w)[None, :], np.arange(mask_h)[:, None]
     probability = probability * ((cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2))
-    return aligned(probability, box, size, 0.5)
+    return aligned(probability, box, size, 0.5 if sigmoid else 0.0)
 
 
 def softmax(values: np.ndarray, axis: int = -1) -> np.ndarray:
