@@ -178,6 +178,13 @@ def test_inference_sdk_v1_registers_the_model_through_model_add(tmp_path_factory
         assert listed == [description.model_id]
 
 
+def test_inference_sdk_reads_server_info(served):
+    sdk = _sdk()
+    info = sdk.InferenceHTTPClient(api_url=served.url).get_server_info()
+    plain = requests.get(f"{served.url}/info", timeout=10).json()
+    assert (info.name, info.version, info.uuid) == (plain["name"], plain["version"], plain["uuid"]) != ("", "", "")
+
+
 def test_inference_sdk_v1_refuses_semantic_segmentation_on_its_side(served):
     """The SDK's v1 mode knows four task routes; for `semantic-segmentation` (named right by the daemon's
     registry) it raises before sending the image. v0 reads the answer (test above). An SDK limit, not ours."""
