@@ -2,10 +2,16 @@
 
     python bench/serving_overhead.py [--models shapes/1,fall/1] [--sizes 640x480,1280x720,1920x1080]
                                      [--concurrency 1,2,4,8] [--seconds 8]
+    python bench/serving_overhead.py --families [yolov8-det,shapes/1] [--seconds 6] [--threads 1]
 
 All three are measured in one run on one image so their ratios are comparable on a noisy shared machine.
 Prints one JSON line per configuration and a Markdown table. Bounded: each configuration runs for
 `--seconds` (and at least `--min-requests`).
+
+`--families`: every model family fixture (tests/fixtures/families) and the bundled models, on a real photo
+(matplotlib's grace_hopper.jpg), at concurrency 1: HTTP p50 (raw JPEG to the legacy route of one daemon
+process) over in-process p50 (`LoadedModel.infer` on the same decoded image), the two paths interleaved in
+short slices so drift on a shared machine hits both. Target: <= 1.10.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from edge_daemon.config import Settings
 from edge_daemon.images.decode import ImageSource, decode_image_bytes
 from edge_daemon.inference import InferenceParams, StageTimes
 from edge_daemon.models.store import ModelId
+from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.processing.preprocess import PreprocSwitches
 from edge_daemon.service import InferenceService
 from tests.support.daemon import DaemonProcess
@@ -166,6 +173,136 @@ def bench_one(model_name: str, size: str, args: argparse.Namespace, models_dir: 
     return rows
 
 
+# ----- per-family mode -------------------------------------------------------------------------------------
+# fixture (tests/fixtures/families) or bundled model -> request parameters (the family tests' thresholds, so
+# every model returns predictions to serialise)
+FAMILY_BENCH: dict[str, dict[str, float]] = {
+    "yolov8-det": {"confidence": 0.25, "overlap": 0.45}, "yolo26-det-e2e": {"confidence": 0.25},
+    "yolov10-det-e2e": {"confidence": 0.25}, "yolov8-seg": {"confidence": 0.25, "overlap": 0.45},
+    "yolo26-seg-e2e": {"confidence": 0.25}, "yolov8-pose-k5": {"confidence": 0.2, "overlap": 0.45,
+                                                               "keypoint_confidence": 0.3},
+    "yolo26-pose-e2e": {"confidence": 0.2, "keypoint_confidence": 0.3}, "rfdetr-mini-det": {"confidence": 0.05},
+    "vit-cls": {"confidence": 0.01}, "resnet18-cls": {"confidence": 0.01}, "yolov8-cls": {"confidence": 0.01},
+    "deeplabv3plus": {"confidence": 0.3},
+    "shapes/1": {}, "shapes-seg/1": {}, "shapes-cls/1": {},
+}
+
+
+def family_store(only: str = "all") -> tuple[str, dict[str, str]]:
+    """A models dir with every family fixture found here, installed as the family tests do; returns it and
+    bench name -> model id (bundled models are served as they are)."""
+    from tests.support import family_reference as ref
+    from tests.test_families import MODELS
+
+    root = Path(tempfile.mkdtemp(prefix="edge-bench-families-"))
+    ids: dict[str, str] = {}
+    for name in FAMILY_BENCH:
+        if only != "all" and name not in only.split(","):
+            continue
+        if "/" in name:
+            ids[name] = name
+            continue
+        model_id = next(model_id for model_id, spec in MODELS.items() if spec[0] == name)
+        weights = ref.fixture(name)
+        if weights is None:
+            print(f"{name}: fixture not built here (tools/fixtures/README.md); skipped", file=sys.stderr)
+            continue
+        _, task, model_type, classes, size, resize_format, extra = MODELS[model_id]
+        ref.install(root, model_id, weights, task, model_type, classes, size, resize_format, extra)
+        ids[name] = model_id
+    return str(root), ids
+
+
+def _count(answer: dict) -> int:
+    predictions = answer["predictions"]
+    return len(predictions) if isinstance(predictions, list) else len(predictions.get("present_class_ids", []))
+
+
+def bench_families(args: argparse.Namespace) -> list[dict]:
+    from tests.support.family_reference import photo
+
+    picture = photo()
+    if picture is None:
+        raise SystemExit("--families needs matplotlib's sample photo: pip install --no-deps matplotlib")
+    jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    models_dir, ids = family_store(args.families)
+    cache = tempfile.mkdtemp(prefix="edge-bench-")
+    settings = Settings(models_dir=models_dir, cache_dir=cache, api_url="", ort_threads=args.threads,
+                        max_active_models=len(ids) + 1)
+    service = InferenceService(settings)
+    daemon = DaemonProcess(["--models-dir", models_dir, "--cache-dir", cache, "--api-url", "", "--ort-threads",
+                            str(args.threads), "--max-active-models", str(len(ids) + 1), *args.daemon_args])
+    daemon.wait_ready(60)
+    rows: list[dict] = []
+    try:
+        session = requests.Session()
+        for name, model_id in ids.items():
+            query = FAMILY_BENCH[name]
+            model = service.manager.get(ModelId.parse(model_id))
+            target = model.preprocessor.decode_target(PreprocSwitches()) if settings.fast_decode else None
+            image = decode_image_bytes(jpeg, target=target)
+            params = InferenceParams(detection=DetectionParams(confidence=query.get("confidence", 0.4),
+                                                               iou_threshold=query.get("overlap", 0.3)),
+                                     keypoint_confidence=query.get("keypoint_confidence", 0.0))
+            url = f"{daemon.url}/{model_id}"
+
+            def over_http(url: str = url, query: dict = query) -> dict:
+                response = session.post(url, params=query, data=jpeg, headers={"Content-Type": "image/jpeg"})
+                response.raise_for_status()
+                return response.json()
+
+            def in_process(model=model, image=image, params=params) -> dict:
+                return model.infer([image], params)[0]
+
+            def decode_only(target=target) -> None:
+                decode_image_bytes(jpeg, target=target)
+
+            http_count, local_count = _count(over_http()), _count(in_process())  # loads and warms both
+            local, http, decode, paired = [], [], [], []
+            slices = max(4, int(args.seconds / 0.5))
+            for _ in range(slices):  # interleaved: a slow second on the shared machine lands on both paths
+                mine, _ = timed_loop(in_process, args.seconds / slices, max(1, args.min_requests // slices))
+                theirs, _ = timed_loop(over_http, args.seconds / slices, max(1, args.min_requests // slices))
+                local += mine
+                http += theirs
+                paired.append(statistics.median(theirs) / statistics.median(mine))
+                latencies, _ = timed_loop(decode_only, 0.05, 3)
+                decode += latencies
+            in_p50, http_p50 = statistics.median(local) * 1000, statistics.median(http) * 1000
+            decode_p50 = statistics.median(decode) * 1000
+            rows.append({"family": name, "model": model_id, "family_decoder": model.family.name, "task": model.task,
+                         "predictions": http_count, "predictions_in_process": local_count,
+                         "in_process_p50_ms": round(in_p50, 2), "http_p50_ms": round(http_p50, 2),
+                         "decode_p50_ms": round(decode_p50, 2), "http_over_in_process": round(http_p50 / in_p50, 3),
+                         "http_over_decode_plus_in_process": round(http_p50 / (in_p50 + decode_p50), 3),
+                         "median_slice_ratio": round(statistics.median(paired), 3),
+                         "requests": [len(local), len(http)], "image": f"grace_hopper.jpg 512x600 ({len(jpeg)} B)",
+                         "ort_threads": args.threads, "cpus": os.cpu_count()})
+    finally:
+        daemon.stop()
+    return rows
+
+
+def print_families(rows: list[dict], output: Path | None) -> None:
+    for row in rows:
+        line = json.dumps(row)
+        print(line)
+        if output:
+            with open(output, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+    print(f"\n{os.cpu_count()} CPUs, ORT threads {rows[0]['ort_threads'] if rows else '?'}; grace_hopper.jpg 512x600; "
+          "concurrency 1; both paths interleaved in one run. Target HTTP / in-process <= 1.10\n")
+    print("| fixture | model | decoder | preds | in-process p50 ms | HTTP p50 ms | JPEG decode p50 ms | "
+          "HTTP / in-process | median of per-slice ratios | HTTP / (decode + in-process) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        mark = "" if row["http_over_in_process"] <= 1.10 else " (over)"
+        print(f"| {row['family']} | {row['model']} | {row['family_decoder']} | {row['predictions']} | "
+              f"{row['in_process_p50_ms']} | {row['http_p50_ms']} | {row['decode_p50_ms']} | "
+              f"{row['http_over_in_process']}{mark} | {row['median_slice_ratio']} | "
+              f"{row['http_over_decode_plus_in_process']} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="shapes/1", help="comma-separated; fall/1 = the YOLOv8 export")
@@ -178,7 +315,13 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None, help="also append JSON lines to this file")
     parser.add_argument("--daemon-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `edge-daemon serve` flags for the HTTP runs (last on the line)")
+    parser.add_argument("--families", nargs="?", const="all", default="",
+                        help="per-family mode: every family fixture and bundled model (or those named, comma-"
+                             "separated), HTTP vs in-process p50 at concurrency 1")
     args = parser.parse_args()
+    if args.families:
+        print_families(bench_families(args), args.output)
+        return 0
     rows: list[dict] = []
     for model_name in args.models.split(","):
         models_dir = args.models_dir
