@@ -110,7 +110,7 @@ def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours[:, :8], shipped, rtol=1e-4, atol=1e-3)  # same detector, BatchNorm folded
 
     data = build_windows(detector, list(range(500_000, 500_004)), workers=1, log=lambda _: None)
-    assert len(data["windows"]) > 20 and data["windows"].shape[1:] == (48, 5, 5)
+    assert len(data["windows"]) > 20 and data["windows"].shape[1:] == (48, 5, 5)  # two 3x3 convs: 5x5
     assert set(np.unique(data["keypoints"][..., 2])) <= {0.0, 1.0, 2.0}
     head, losses = train_keypoint_head(data, iters=40, batch_size=32, log_every=0)
     assert all(np.isfinite(losses)) and _mean(losses[-5:]) < 0.8 * _mean(losses[:5])
@@ -122,7 +122,7 @@ def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:
         image = torch.from_numpy(pose_sample(500_000)[0][None].transpose(0, 3, 1, 2).astype(np.float32) / 255)
         full = flatten_keypoints(model.eval()(image)[0])[0].reshape(ANCHORS, -1)
         one = build_windows(detector, [500_000], workers=1, log=lambda _: None)
-        part = head.forward_windows(torch.from_numpy(one["windows"]).float(), torch.from_numpy(one["inside"]))
+        part = head.forward_windows(torch.from_numpy(one["windows"]).float(), torch.from_numpy(one["cells"]))
     anchors, _ = make_anchors()
     idx = [int(((anchors - a).abs().sum(1) < 1e-3).nonzero()[0]) for a in torch.from_numpy(one["anchors"])]
     np.testing.assert_allclose(full[idx].numpy(), part.numpy(), rtol=1e-3, atol=1e-3)
@@ -138,3 +138,22 @@ def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["files"]) == {"weights.onnx", "environment.json", "model_type.json", "keypoints_metadata.json"}
     assert manifest["files"]["keypoints_metadata.json"] == tm.sha256_file(tmp_path / "keypoints_metadata.json")
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_keypoint_windows_match_full_maps(depth: int) -> None:
+    """Training on windows equals the exported full-map convolution at every cell, borders included."""
+    from tools.shapes_nets import KeypointHead
+
+    torch.manual_seed(depth)
+    head = KeypointHead(8, 5, hidden=16, depth=depth).eval()
+    size, half = 6, depth
+    feat = torch.randn(1, 8, size, size)
+    with torch.no_grad():
+        full = head(feat)[0].reshape(15, -1).T  # (cells, 15)
+        padded = torch.nn.functional.pad(feat, (half, half, half, half))[0]
+        rows, cols = np.divmod(np.arange(size * size), size)
+        windows = torch.stack([padded[:, r:r + 2 * half + 1, c:c + 2 * half + 1] for r, c in zip(rows, cols, strict=True)])
+        cells = torch.from_numpy(np.stack([rows, cols, np.full_like(rows, size)], 1).astype(np.float32))
+        part = head.forward_windows(windows, cells)
+    np.testing.assert_allclose(part.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)

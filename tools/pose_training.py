@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from edge_daemon.scenes import MAX_KEYPOINTS
 from tools.shapes_data import pose_sample
 from tools.shapes_layout import DET_SIZE, STRIDES
-from tools.shapes_nets import KPT_WINDOW, KeypointHead, decode_keypoints, make_anchors
+from tools.shapes_nets import KeypointHead, decode_keypoints, make_anchors
 from tools.train_models import Ema, _batch_indices, assign_targets, lr_at, make_optimizer
 
 NECK_OUTPUTS = ("/model/neck/td3/act/Mul_output_0", "/model/neck/bu4/act/Mul_output_0",
@@ -59,6 +59,7 @@ def build_windows(
     onnx_path: Path,
     seeds: list[int],
     workers: int = 2,
+    window: int = 5,
     batch: int = 32,
     chunk: int = 512,
     log: Callable[[str], None] = print,
@@ -66,13 +67,14 @@ def build_windows(
     """Neck windows and keypoint targets at every positive anchor of the given training scenes.
 
     Positives come from the same task-aligned assignment as detector training, applied to the detector's
-    own predictions. Returns windows (P, c, 5, 5) float16, inside (P, 1, 3, 3), anchors (P, 2), strides
+    own predictions. Returns windows (P, c, window, window) float16, cells (P, 3) (row, column, level map
+    size), anchors (P, 2), strides
     (P, 1), keypoints (P, K, 3) (x, y network px, flag 0 none / 1 hidden / 2 visible) and sizes (P,)
     (max side of the GT box, network px).
     """
     anchors, strides = make_anchors(DET_SIZE)
-    half = KPT_WINDOW // 2
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("windows", "inside", "anchors", "strides", "keypoints", "sizes")}
+    half = window // 2
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("windows", "cells", "anchors", "strides", "keypoints", "sizes")}
     t0 = time.perf_counter()
     with get_context("fork").Pool(workers) as pool:
         session = _feature_session(onnx_path, workers)
@@ -92,12 +94,9 @@ def build_windows(
                     idx = np.flatnonzero(fg[i].numpy())
                     level, row, col, size = _level_of(idx)
                     out["windows"].append(np.stack([
-                        padded[lv][i, :, r:r + KPT_WINDOW, c:c + KPT_WINDOW] for lv, r, c in zip(level, row, col, strict=True)
-                    ]).astype(np.float16) if len(idx) else np.zeros((0, feats[0].shape[1], KPT_WINDOW, KPT_WINDOW), np.float16))
-                    d = np.arange(-1, 2)
-                    rows_in = ((row[:, None] + d) >= 0) & ((row[:, None] + d) < size[:, None])
-                    cols_in = ((col[:, None] + d) >= 0) & ((col[:, None] + d) < size[:, None])
-                    out["inside"].append((rows_in[:, :, None] & cols_in[:, None, :])[:, None].astype(np.float32))
+                        padded[lv][i, :, r:r + window, c:c + window] for lv, r, c in zip(level, row, col, strict=True)
+                    ]).astype(np.float16) if len(idx) else np.zeros((0, feats[0].shape[1], window, window), np.float16))
+                    out["cells"].append(np.stack([row, col, size], 1).astype(np.float32))
                     out["anchors"].append(anchors[idx].numpy())
                     out["strides"].append(strides[idx].numpy())
                     out["keypoints"].append(s[3][tgt[i, idx].numpy()])
@@ -115,7 +114,7 @@ def keypoint_loss(head: KeypointHead, batch: dict[str, torch.Tensor], w_vis: flo
     Every keypoint the class has counts for position, hidden ones too (they follow from the visible
     ones); visibility is trained on all K slots, padded slots towards 0.
     """
-    raw = head.forward_windows(batch["windows"], batch["inside"])
+    raw = head.forward_windows(batch["windows"], batch["cells"])
     raw = raw.reshape(raw.shape[0], MAX_KEYPOINTS, 3)
     xy = decode_keypoints(raw, batch["anchors"], batch["strides"])
     tk = batch["keypoints"]
@@ -134,6 +133,8 @@ def train_keypoint_head(
     batch_size: int = 256,
     lr: float = 2e-3,
     channels: int = 48,
+    hidden: int = 64,
+    depth: int = 2,
     seed: int = 0,
     log: Callable[[str], None] = print,
     log_every: int = 200,
@@ -141,7 +142,7 @@ def train_keypoint_head(
     """Train the shared keypoint branch on precomputed windows; returns its EMA weights and the losses."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    head = KeypointHead(channels, MAX_KEYPOINTS)
+    head = KeypointHead(channels, MAX_KEYPOINTS, hidden, depth)
     ema = Ema(head, tau=200.0)
     opt = make_optimizer(head, lr, 5e-4)
     n = len(data["windows"])

@@ -18,7 +18,6 @@ from tools.shapes_layout import DET_SIZE, STRIDES
 NUM_CLASSES = 4
 NUM_MASK_COEFFS = 32
 NUM_KEYPOINTS = 5  # the most any class has (star tips); see edge_daemon.scenes.KEYPOINT_NAMES
-KPT_WINDOW = 5  # a keypoint output sees a 5x5 window of its level's neck feature (two 3x3 convs)
 
 
 class ConvBnAct(nn.Module):
@@ -115,32 +114,43 @@ class LevelHead(nn.Module):
 
 
 class KeypointHead(nn.Module):
-    """Keypoints per anchor, one branch shared by all levels: 3x3, 3x3, 1x1 convs, then K triples.
+    """Keypoints per anchor, one branch shared by all levels: `depth` 3x3 convs, a 1x1 conv, then K triples.
 
     The outputs are raw x, y offsets (see decode_keypoints) and a visibility logit per keypoint. Sharing
-    the weights over levels keeps the file small; offsets are scaled by each level's stride.
+    the weights over levels keeps the file small; offsets are scaled by each level's stride. An output sees
+    a (2 * depth + 1)-wide window of its level's neck feature.
     """
 
-    def __init__(self, c: int, nk: int, hidden: int = 64) -> None:
+    def __init__(self, c: int, nk: int, hidden: int = 64, depth: int = 2) -> None:
         super().__init__()
-        self.c1 = nn.Conv2d(c, hidden, 3, 1, 1)
-        self.c2 = nn.Conv2d(hidden, hidden, 3, 1, 1)
-        self.c3 = nn.Conv2d(hidden, hidden, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(c if i == 0 else hidden, hidden, 3, 1, 1) for i in range(depth))
+        self.mix = nn.Conv2d(hidden, hidden, 1)
         self.out = nn.Conv2d(hidden, 3 * nk, 1)
         nn.init.zeros_(self.out.bias)
+        self.window = 2 * depth + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(F.silu(self.c3(F.silu(self.c2(F.silu(self.c1(x)))))))
+        for conv in self.convs:
+            x = F.silu(conv(x))
+        return self.out(F.silu(self.mix(x)))
 
-    def forward_windows(self, windows: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-        """The same outputs at chosen anchors only, from (P, c, 5, 5) zero-padded feature windows -> (P, 3K).
+    def forward_windows(self, windows: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """The same outputs at chosen anchors only, from (P, c, W, W) zero-padded feature windows -> (P, 3K).
 
-        `inside` (P, 1, 3, 3) is 1 where the first conv's output lies inside the feature map: outside it,
-        the full-map convolution sees the second conv's zero padding instead.
+        `cells` (P, 3) holds each anchor's row, column and its level's map size. An intermediate output
+        outside the map is zeroed: there the full-map convolution sees the next conv's zero padding.
         """
-        h = F.silu(F.conv2d(windows, self.c1.weight, self.c1.bias)) * inside
-        h = F.silu(F.conv2d(h, self.c2.weight, self.c2.bias))
-        return self.out(F.silu(self.c3(h))).flatten(1)
+        x = windows
+        for i, conv in enumerate(self.convs):
+            x = F.silu(F.conv2d(x, conv.weight, conv.bias))
+            if i < len(self.convs) - 1:
+                d = torch.arange(x.shape[-1], device=x.device) - x.shape[-1] // 2
+                rows = cells[:, 0:1] + d
+                cols = cells[:, 1:2] + d
+                size = cells[:, 2:3]
+                inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+                x = x * inside[:, None].to(x.dtype)
+        return self.out(F.silu(self.mix(x))).flatten(1)
 
 
 class ProtoHead(nn.Module):
@@ -170,14 +180,17 @@ class ShapesDetector(nn.Module):
     Each level's output is (class logits, ltrb logits, mask coefficients or None, keypoints or None).
     """
 
-    def __init__(self, nc: int = NUM_CLASSES, nm: int = NUM_MASK_COEFFS, c: int = 48, nk: int = 0) -> None:
+    def __init__(
+        self, nc: int = NUM_CLASSES, nm: int = NUM_MASK_COEFFS, c: int = 48, nk: int = 0, kpt_hidden: int = 64,
+        kpt_depth: int = 2,
+    ) -> None:
         super().__init__()
         self.nc, self.nm, self.nk = nc, nm, nk
         self.backbone = Backbone()
         self.neck = Neck(self.backbone.channels, c)
         self.heads = nn.ModuleList(LevelHead(c, nc, nm) for _ in STRIDES)
         self.proto = ProtoHead(c, self.backbone.stem_channels, nm) if nm else None
-        self.kpt = KeypointHead(c, nk) if nk else None
+        self.kpt = KeypointHead(c, nk, kpt_hidden, kpt_depth) if nk else None
 
     def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
         stem, levels = self.backbone(x)

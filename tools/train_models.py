@@ -521,9 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                     "weights_only=True) instead of from scratch")
     ap.add_argument("--pose", action="store_true", help="train only the keypoint model shapes-pose/1 on top of "
                     "the shapes/1 detector (the detector and classifier are left alone)")
-    ap.add_argument("--pose-images", type=int, default=8000)
-    ap.add_argument("--pose-iters", type=int, default=6000)
+    ap.add_argument("--pose-images", type=int, default=6000)
+    ap.add_argument("--pose-iters", type=int, default=5000)
     ap.add_argument("--pose-lr", type=float, default=2e-3)
+    ap.add_argument("--pose-hidden", type=int, default=64, help="width of the keypoint branch")
+    ap.add_argument("--pose-depth", type=int, default=2, help="3x3 convs in the keypoint branch")
     ap.add_argument("--pose-init", default=str(REPO / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"),
                     help="the shapes/1 detector ONNX whose backbone, neck and box/class heads the pose model keeps")
     args = ap.parse_args(argv)
@@ -537,16 +539,17 @@ def main(argv: list[str] | None = None) -> int:
         from tools.pose_training import build_windows, train_keypoint_head
 
         args.skip_det = args.skip_cls = True
-        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS)
+        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS, kpt_hidden=args.pose_hidden, kpt_depth=args.pose_depth)
         model.load_state_dict(state_from_onnx(Path(args.pose_init), model), strict=False)
         t = time.perf_counter()
         seeds = list(range(POSE_TRAIN_SEED0, POSE_TRAIN_SEED0 + args.pose_images))
-        windows = build_windows(Path(args.pose_init), seeds, args.threads, log=log)
+        windows = build_windows(Path(args.pose_init), seeds, args.threads, 2 * args.pose_depth + 1, log=log)
         timings["pose_data_s"] = time.perf_counter() - t
         log(f"pose data: {len(windows['windows'])} anchor windows from {len(seeds)} images in {timings['pose_data_s']:.0f}s")
         t = time.perf_counter()
         assert model.kpt is not None
-        model.kpt, _ = train_keypoint_head(windows, args.pose_iters, lr=args.pose_lr, log=log)
+        model.kpt, _ = train_keypoint_head(windows, args.pose_iters, lr=args.pose_lr, hidden=args.pose_hidden,
+                                           depth=args.pose_depth, log=log)
         timings["pose_train_s"] = time.perf_counter() - t
         del windows
         if args.save_state:
