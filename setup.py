@@ -12,7 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",  # JetPack 6 ships Python 3.10 with its TensorRT bindings
     packages=find_packages(include=["edge_daemon", "edge_daemon.*"]),
-    package_data={"edge_daemon": ["default_models/README.md", "default_models/*/*/*"]},
+    package_data={"edge_daemon": ["default_models/README.md", "default_models/*/*/*",
+                               "console/static/*"]},  # the web console's HTML, CSS, JS and icon
     install_requires=[
         "falcon>=4.0,<5",
         "waitress>=3.0,<4",
@@ -23,10 +24,13 @@ setup(
         "offapi>=0.1.4,<0.2",  # Swagger UI assets, so /docs works offline
         "prometheus-client>=0.20",  # /metrics in Prometheus text format
         "orjson>=3.9",  # JSON 10x faster than the stdlib on large segmentation answers (measured)
+        "tomli>=2.0; python_version < '3.11'",  # --streams-file is TOML: tomllib's backport for Python 3.10
     ],
     extras_require={
         # NVIDIA boxes: on Jetson, TensorRT comes with JetPack's system Python instead.
         "tensorrt": ["tensorrt>=8.5", "pycuda>=2022.1"],
+        # Camera streams' MQTT sink (imported only when a stream has one).
+        "streams": ["paho-mqtt>=2.1,<3"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -36,7 +40,10 @@ setup(
             "ruff>=0.6",
             "schemathesis>=4.0",
             "prometheus-client>=0.20",
+            "paho-mqtt>=2.1,<3",  # the stream tests' MQTT subscriber and the MQTT sink
         ],
+        # --backend remote: NVIDIA's client for KServe v2 servers (Triton, MLServer), over gRPC and HTTP.
+        "remote": ["tritonclient[grpc,http]>=2.40"],
         # Retraining the bundled models only; never needed at run time.
         "train": ["torch==2.13.0"],
     },

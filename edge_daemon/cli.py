@@ -78,6 +78,7 @@ def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
         log.info("stopping: no new connections; finishing requests in flight (at most %.0f s)", drain_seconds)
         for listener in listeners:
             wasyncore.dispatcher.close(listener)  # the listening socket only (its trigger still wakes the loop)
+        app.close()  # camera streams stop (their SSE connections end; MQTT sinks publish "offline")
         deadline, busy = time.monotonic() + drain_seconds, 0
         while time.monotonic() < deadline and not hurry.is_set():
             busy = 0
@@ -190,10 +191,63 @@ def build_parser() -> argparse.ArgumentParser:
     prebuilt = actions.add_parser("build", help="compile a model's engine for this box now (downloads if needed)")
     prebuilt.add_argument("model_id")
     add_arguments(prebuilt)
+    exported = actions.add_parser("export-triton", help="write the model as a Triton model repository entry")
+    exported.add_argument("model_id")
+    exported.add_argument("directory", type=Path, help="the model repository; the entry is DIR/<project>_<version>")
+    exported.add_argument("--force", action="store_true", help="replace an existing entry")
+    add_arguments(exported)
     removed = actions.add_parser("rm", help="remove a model from your store and the cache")
     removed.add_argument("model_id")
     add_arguments(removed)
+    _streams_parser(commands)
     return parser
+
+
+def _streams_parser(commands: argparse._SubParsersAction) -> None:
+    """`edge-daemon streams ...` (camera streams; see edge_daemon/streams/commands.py)."""
+    streams = commands.add_parser("streams", help="list, add or remove a running daemon's camera streams; test a camera")
+    actions = streams.add_subparsers(dest="action", required=True)
+    daemon = argparse.ArgumentParser(add_help=False)
+    daemon.add_argument("--url", default=os.environ.get("EDGE_DAEMON_URL", "http://127.0.0.1:9001"),
+                        help="the running daemon (env EDGE_DAEMON_URL)")
+    daemon.add_argument("--key", default=os.environ.get("EDGE_DAEMON_KEY"), help="access key, if the daemon needs one")
+    actions.add_parser("list", parents=[daemon], help="streams, their state and counters")
+    add = actions.add_parser("add", parents=[daemon], help="add a stream (kept across daemon restarts)")
+    add.add_argument("id")
+    add.add_argument("source", help="rtsp(s)://, http(s):// MJPEG or snapshot URL, /dev/videoN or a video file")
+    add.add_argument("--model", default="shapes/1")
+    add.add_argument("--max-fps", type=float, default=2.0)
+    add.add_argument("--confidence", type=float, default=0.4)
+    add.add_argument("--snapshot-interval", type=float, default=None, help="poll the URL as a snapshot camera")
+    add.add_argument("--mqtt", default=None, help="mqtt://host[:port] to publish to")
+    add.add_argument("--webhook", default=None, help="http(s) URL to POST results to")
+    remove = actions.add_parser("rm", parents=[daemon], help="stop and remove a stream")
+    remove.add_argument("id")
+    test = actions.add_parser("test", help="open a camera here, print resolution/fps/codec and one inference")
+    test.add_argument("source")
+    test.add_argument("--model", default="shapes/1")
+    test.add_argument("--timeout", type=float, default=10.0, help="seconds allowed to open and read")
+    add_arguments(test)
+
+
+def _streams_command(args: argparse.Namespace, settings: Settings) -> int:
+    from edge_daemon.streams import commands
+
+    if args.action == "test":
+        return commands.test_camera(settings, args.source, args.model, args.timeout)
+    if args.action == "list":
+        return commands.list_streams(args.url, args.key)
+    if args.action == "rm":
+        return commands.remove_stream(args.url, args.key, args.id)
+    config: dict = {"id": args.id, "source": args.source, "model_id": args.model, "max_fps": args.max_fps,
+                    "confidence": args.confidence, "sinks": []}
+    if args.snapshot_interval:
+        config.update(source_type="snapshot", snapshot_interval=args.snapshot_interval)
+    if args.mqtt:
+        config["sinks"].append({"type": "mqtt", "url": args.mqtt})
+    if args.webhook:
+        config["sinks"].append({"type": "webhook", "url": args.webhook})
+    return commands.add_stream(args.url, args.key, config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
     from edge_daemon import engine_commands, model_commands
 
+    if args.command == "streams":
+        return _streams_command(args, settings)
     if args.command == "probe":
         return engine_commands.probe(settings, args.json)
     if args.command == "cache":
@@ -233,6 +289,8 @@ def _run_tool(args: argparse.Namespace, settings: Settings) -> int:
                                            args.resize_format, args.multilabel)
     if args.action == "rm":
         return model_commands.remove_model(settings, args.model_id)
+    if args.action == "export-triton":
+        return model_commands.export_triton(settings, args.model_id, args.directory, args.force)
     if args.action == "build":
         return engine_commands.build(settings, args.model_id)
     return 2

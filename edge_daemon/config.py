@@ -28,6 +28,11 @@ def _default_models_dir() -> str:
     return os.path.join(xdg, "edge-daemon", "models")
 
 
+def _default_state_dir() -> str:
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(xdg, "edge-daemon")
+
+
 def _default_threads() -> int:
     """Waitress threads: enough to overlap decoding with inference without oversubscribing a small box."""
     return max(4, min(16, 2 * (os.cpu_count() or 2)))
@@ -89,8 +94,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("url_timeout", float, lambda: 10.0, "seconds allowed for fetching an image URL"),
     Option("max_body_bytes", int, lambda: 32 * 1024 * 1024, "largest accepted request body, in bytes"),
     Option("max_batch", int, lambda: 16, "most images in one request"),
-    Option("fast_decode", _parse_bool, lambda: True,
-           "decode large JPEGs at 1/2, 1/4 or 1/8 scale when the network input is that much smaller"),
+    Option("fast_decode", _parse_bool, lambda: False,
+           "decode large JPEGs at 1/2, 1/4 or 1/8 scale when the network input is that much smaller: faster, "
+           "but the model sees other pixels than Roboflow's server gives it (answers differ slightly)"),
     Option("max_image_pixels", int, lambda: 64 * 1024 * 1024,
            "largest image accepted, in pixels (checked from the header before decoding)"),
     Option("load_wait", float, lambda: 30.0,
@@ -98,13 +104,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_active_models", int, lambda: 8,
            "models kept loaded; the least recently used is unloaded (its files stay cached)"),
     Option("backend", str, lambda: "auto",
-           "auto (TensorRT on Jetson/NVIDIA boxes where it works, else ONNX Runtime), tensorrt or onnxruntime"),
+           "auto (TensorRT on Jetson/NVIDIA boxes where it works, else ONNX Runtime), tensorrt, onnxruntime, or "
+           "remote (a KServe v2 server such as Triton at --remote-url)"),
     Option("precision", str, lambda: "auto", "auto, fp16 or fp32 (fp16 only where the GPU has fast FP16)"),
     Option("trt_workspace_mib", int, lambda: 1024, "TensorRT builder workspace limit, in MiB"),
     Option("trt_max_batch", int, lambda: 4, "largest batch a TensorRT engine is built for (larger ones split)"),
     Option("trt_retry_hours", float, lambda: 24.0,
            "after a failed TensorRT build, serve the model on ONNX Runtime and try the build again only after "
            "this many hours (0: at every load; `models build` always tries)"),
+    Option("model_retry_seconds", float, lambda: 300.0,
+           "after a model fails to load (refused outputs, broken files or metadata, engine failure), answer its "
+           "error at once and load it again only after this many seconds, when its files change, or on "
+           "POST /model/add or `models build` (registry trouble: at most 30 s; 0: at every request)"),
     Option("ort_optimization", str, lambda: "all",
            "ONNX Runtime graph optimisation saved in the engine cache: all (fastest, keyed to the CPU's "
            "instruction set) or extended (portable)"),
@@ -131,6 +142,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("deepstack_model", str, lambda: "shapes/1", "model served by DeepStack's /v1/vision/detection"),
     Option("log_level", str, lambda: "info", "debug, info, warning or error"),
     Option("log_format", str, lambda: "text", "text (human-readable) or json (one object a line)"),
+    # --backend remote: a KServe v2 / Open Inference Protocol server (Triton, MLServer) runs the models.
+    Option("remote_url", str, lambda: "",
+           "KServe v2 server for --backend remote: grpc://host:8001 (preferred) or http://host:8000"),
+    Option("remote_model_map", _parse_list, list,
+           "server model names, e.g. shapes/1=detector; unmapped ids use the id with / as _ (shapes/1: shapes_1)"),
+    Option("remote_timeout", float, lambda: 5.0, "seconds allowed for each remote inference call"),
+    Option("remote_retries", int, lambda: 2,
+           "retries of a remote call refused as UNAVAILABLE (server restarting, connection refused)"),
+    Option("remote_breaker_seconds", float, lambda: 5.0,
+           "after 3 failed remote calls in a row, calls fail fast (or fall back) this long before one is tried again"),
+    Option("remote_fallback", _parse_bool, lambda: False,
+           "serve models on this box's own engine while the remote server is down (shown in /info and /metrics)"),
+    # Web console (edge_daemon/console/)
+    Option("console", _parse_bool, lambda: True,
+           "serve the web console at / (models, try a model on a picture, health); false: / is a 404"),
+    # --- camera streams (edge_daemon/streams) ---
+    Option("streams_file", str, lambda: "",
+           "TOML file of camera streams started with the daemon (see README, Camera streams); empty: none"),
+    Option("state_dir", str, _default_state_dir,
+           "where streams created over HTTP are kept across restarts"),
+    Option("stream_slots", int, lambda: 8,
+           "stream inferences in flight at once (the rest of the engine queue stays free for HTTP requests)"),
+    Option("streams_allow_local", _parse_bool, lambda: False,
+           "let POST /streams open video files and V4L2 devices (the streams file always may)"),
 )
 
 
@@ -156,7 +191,7 @@ class Settings:
     url_timeout: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch: int = 16
-    fast_decode: bool = True
+    fast_decode: bool = False
     max_image_pixels: int = 64 * 1024 * 1024
     load_wait: float = 30.0
     max_active_models: int = 8
@@ -165,6 +200,7 @@ class Settings:
     trt_workspace_mib: int = 1024
     trt_max_batch: int = 4
     trt_retry_hours: float = 24.0
+    model_retry_seconds: float = 300.0
     ort_optimization: str = "all"
     ort_spinning: bool = True
     ort_threads: int = 0
@@ -180,6 +216,18 @@ class Settings:
     deepstack_model: str = "shapes/1"
     log_level: str = "info"
     log_format: str = "text"
+    remote_url: str = ""
+    remote_model_map: list[str] = field(default_factory=list)
+    remote_timeout: float = 5.0
+    remote_retries: int = 2
+    remote_breaker_seconds: float = 5.0
+    remote_fallback: bool = False
+    console: bool = True
+    # camera streams
+    streams_file: str = ""
+    state_dir: str = field(default_factory=_default_state_dir)
+    stream_slots: int = 8
+    streams_allow_local: bool = False
 
     @property
     def cache_path(self) -> Path:
@@ -196,7 +244,8 @@ def describe_default(option: Option) -> str:
     if option.name == "auth_exempt":
         return "`/healthz,/readiness,/metrics`"
     described = {"threads": "2×CPUs (4–16)", "cache_dir": "`~/.cache/edge-daemon`",
-                 "models_dir": "`~/.local/share/edge-daemon/models`", "engine_slots": "0 (auto)", "preload": "–", "ort_threads": "0 (all CPUs)"}
+                 "models_dir": "`~/.local/share/edge-daemon/models`",
+                 "state_dir": "`~/.local/state/edge-daemon`", "engine_slots": "0 (auto)", "preload": "–", "ort_threads": "0 (all CPUs)"}
     if option.name in described:
         return described[option.name]
     value = option.default()

@@ -4,11 +4,13 @@ compile engines ahead of time, and look after the engine cache."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 from edge_daemon.config import Settings
 from edge_daemon.engines import CACHE_COUNTERS, cache_admin, choose_backend, create_engine, engine_options
+from edge_daemon.errors import ApiError
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.store import WEIGHTS, ModelId
 from edge_daemon.platform.probe import current_platform
@@ -26,23 +28,27 @@ def probe(settings: Settings, as_json: bool) -> int:
 
 
 def build(settings: Settings, model_id: str) -> int:
-    """Resolve (downloading if needed) and compile a model's engine now, so the first request does not wait."""
+    """Resolve (downloading if needed), compile and check a model now, so the first request does not wait.
+
+    Asked for explicitly, it tries again what the daemon remembers as failed: the model's load (a daemon
+    sharing this cache then loads it at its next request) and a TensorRT build that failed recently.
+    """
     parsed = ModelId.parse(model_id)
-    manager = ModelManager(settings)
-    folder = next((store.folder(parsed) for store in [*manager.local_stores, manager.cache] if store.has(parsed)),
-                  None)
-    if folder is None:
-        folder = manager.download(parsed, settings.api_key or None)
+    manager = ModelManager(settings.replace(trt_retry_hours=0.0))
     started = time.perf_counter()
-    # Asked for explicitly: try TensorRT even if its last build failed recently.
-    engine = create_engine(folder / WEIGHTS, model_id=model_id, options=engine_options(settings, trt_retry_hours=0))
-    record = getattr(engine, "build", None)
+    try:
+        model = manager.get(parsed, settings.api_key or None, wait=24 * 3600.0, force=True)
+    except ApiError as error:
+        print(f"{model_id}: {error.message}", file=sys.stderr)
+        return 1
+    record = getattr(model.engine, "build", None)
     state = "loaded from the engine cache" if record is not None and record.cache_hit else "built"
-    print(f"{model_id}: {engine.backend} engine {state} in {time.perf_counter() - started:.1f} s"
+    print(f"{model_id}: {model.engine.backend} engine {state} in {time.perf_counter() - started:.1f} s"
           + (f" ({record.cache_path})" if record is not None and record.cache_path else ""))
     if record is not None and record.fallback_reason:
         print(f"{model_id}: {record.fallback_reason}")
     print(json.dumps(CACHE_COUNTERS.snapshot()))
+    manager.clear()
     return 0
 
 

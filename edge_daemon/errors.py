@@ -5,6 +5,9 @@ Messages are shown to clients as they are: never put secrets, paths with secrets
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ApiError(Exception):
     """A failure the client should see as `{"message": ...}` with `status`."""
@@ -55,3 +58,19 @@ class ModelArtifactError(ApiError):
     """The model's files exist but cannot be served (bad layout, class count mismatch, corrupt weights)."""
 
     status = 422
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Tag an exception raised inside with the step that failed (`metadata`, `engine`, `warmup`, ...), once:
+    the innermost tag wins. Metrics count failed model loads by it."""
+    try:
+        yield
+    except BaseException as error:
+        if not hasattr(error, "failure_stage"):
+            error.failure_stage = name  # type: ignore[attr-defined]
+        raise
+
+
+def failure_stage(error: BaseException) -> str:
+    return str(getattr(error, "failure_stage", "internal" if not isinstance(error, ApiError) else "other"))

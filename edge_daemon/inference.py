@@ -1,7 +1,8 @@
 """Where the engine runs: a loaded model turns decoded images into task-shaped responses.
 
-One `LoadedModel` per model id: its metadata, its engine and its preprocessor. `infer` preprocesses a batch,
-runs the engine once per engine batch, and hands each image's raw outputs to the task decoder.
+One `LoadedModel` per model id: its metadata, its engine, its family (`edge_daemon.families`: which decoder
+and which input normalisation) and its preprocessor. `infer` preprocesses a batch, runs the engine once per
+engine batch, and hands each image's raw outputs to the family's decoder.
 """
 
 from __future__ import annotations
@@ -9,36 +10,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_daemon import families
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.batching import DynamicBatcher
 from edge_daemon.engines import Engine, create_engine
-from edge_daemon.errors import ModelArtifactError, ServiceUnavailable
+from edge_daemon.errors import ModelArtifactError, ServiceUnavailable, stage
+from edge_daemon.families.base import ModelFacts
 from edge_daemon.images.decode import DecodedImage
 from edge_daemon.models.metadata import ModelMetadata, read_metadata
-from edge_daemon.models.store import WEIGHTS
-from edge_daemon.processing import classification, detection, segmentation
-from edge_daemon.processing.detection import DetectionParams
-from edge_daemon.processing.preprocess import Geometry, Preprocessor, PreprocSwitches
-from edge_daemon.responses import classification_fields, detection_predictions, image_response, segmentation_predictions
+from edge_daemon.models.onnx_info import read_onnx_info
+from edge_daemon.processing.params import InferenceParams
+from edge_daemon.processing.preprocess import Geometry, Preprocessor
+from edge_daemon.responses import image_response
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = 640
-
-
-@dataclass(frozen=True)
-class InferenceParams:
-    detection: DetectionParams = field(default_factory=DetectionParams)
-    switches: PreprocSwitches = field(default_factory=PreprocSwitches)
-    mask_decode_mode: segmentation.MaskDecodeMode = "accurate"
-    tradeoff_factor: float = 0.0
-    mask_format: str = "polygon"  # or "rle"
 
 
 @dataclass
@@ -73,22 +66,36 @@ class LoadedModel:
         self.folder = folder
         self.gate = gate
         self.metadata = metadata or read_metadata(folder, model_id)
-        self.engine = engine or create_engine(folder / WEIGHTS, intra_op_threads=intra_op_threads)
-        self.input_width, self.input_height = _input_size(self.engine, self.metadata)
-        batch_dim = self.engine.inputs[0].shape[0]
-        self.batch_size: int | None = batch_dim  # None: any batch size
-        normalisation = "symmetric" if self.metadata.task == "classification" else "unit"
-        self.preprocessor = Preprocessor(self.metadata.preprocessing, self.input_width, self.input_height,
-                                         normalisation)
-        self.num_classes = len(self.metadata.class_names)
-        self.layout = self._validate_outputs()
+        self.engine = engine or create_engine(folder / self.metadata.weights, intra_op_threads=intra_op_threads)
         self._active = 0
         self._retired = False
         self._closed = False
         self._lifecycle = threading.Lock()
+        try:
+            self._check_engine()
+        except BaseException:
+            # Refused: free the engine now, not when the garbage collector reaches the traceback's frames
+            # (a refused 110 MB export otherwise held its memory per failed load).
+            self._close_engine()
+            raise
         self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}",
                                        in_flight=lambda: self._active)
                         if batch_window > 0 and self.batch_size is None else None)
+
+    def _check_engine(self) -> None:
+        """Input size, a warm-up run, the family whose layout the outputs fit, and the preprocessor."""
+        self.input_width, self.input_height = _input_size(self.engine, self.metadata)
+        batch_dim = self.engine.inputs[0].shape[0]
+        self.batch_size: int | None = batch_dim  # None: any batch size
+        outputs = self._warm_up()
+        facts = ModelFacts(self.metadata, [output[0] for output in outputs],
+                           [spec.name for spec in self.engine.outputs], (self.input_width, self.input_height),
+                           read_onnx_info(self.folder / self.metadata.weights))
+        with stage("layout"):
+            self.family, self.decoder = families.resolve(facts)
+        self.class_names = facts.class_names
+        self.preprocessor = Preprocessor(self.metadata.preprocessing, self.input_width, self.input_height,
+                                         families.input_spec(self.family, facts))
 
     def retire(self) -> None:
         """Unloaded: free the engine (GPU memory on TensorRT) once no request is still using it."""
@@ -118,23 +125,17 @@ class LoadedModel:
     def task(self) -> str:
         return self.metadata.task
 
-    def _validate_outputs(self) -> detection.Layout | None:
-        """Run one blank image through the engine (also a warm-up) and check the outputs fit the task."""
+    def _warm_up(self) -> list[np.ndarray]:
+        """Run one blank batch (the first run also allocates the engine's buffers)."""
         blank = np.zeros((self.batch_size or 1, 3, self.input_height, self.input_width), dtype=np.float32)
         try:
-            outputs = self.engine.run(blank)
+            return self.engine.run(blank)
+        except ServiceUnavailable:
+            raise  # a remote engine's server went away: the model is fine, the load is retried later
         except Exception as error:  # noqa: BLE001 (engines raise backend-specific types)
-            raise ModelArtifactError(f"model failed its validation run: {str(error)[:300]}") from None
-        self.num_masks = 0
-        self.output_index, self.proto_index = 0, -1
-        if self.task == "classification":
-            classification.check_output_shape(outputs[0].shape, self.num_classes)
-            return None
-        if self.task == "instance-segmentation":
-            self.output_index, self.proto_index = segmentation.find_prototypes(outputs)
-            self.num_masks = outputs[self.proto_index].shape[1]
-        return detection.detect_layout(outputs[self.output_index].shape, self.num_classes, self.num_masks,
-                                       self.metadata.model_type)
+            failed = ModelArtifactError(f"model failed its validation run: {str(error)[:300]}")
+            failed.failure_stage = "warmup"  # type: ignore[attr-defined]
+            raise failed from None
 
     def _run_batches(self, tensor: np.ndarray) -> list[list[np.ndarray]]:
         """Run the engine over the batch in chunks it accepts; returns per-image output lists."""
@@ -188,29 +189,4 @@ class LoadedModel:
         return responses
 
     def _decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
-        names = self.metadata.class_names
-        if self.task == "classification":
-            scores = classification.class_scores(outputs[0], self.num_classes, self.metadata.multiclass,
-                                                 self.metadata.output_is_probability)
-            return image_response(geometry, **classification_fields(scores, names, self.metadata.multiclass,
-                                                                    params.detection.confidence))
-        assert self.layout is not None
-        found = detection.decode(outputs[self.output_index], self.layout, self.num_classes, self.num_masks,
-                                 params.detection, names)
-        if self.task == "object-detection":
-            return image_response(geometry, predictions=detection_predictions(found, geometry, names))
-        return image_response(geometry, predictions=instance_predictions(
-            found, outputs[self.proto_index], geometry, (self.input_width, self.input_height), params, names))
-
-
-def instance_predictions(found: detection.Detections, prototypes: np.ndarray, geometry: Geometry,
-                         input_size: tuple[int, int], params: InferenceParams,
-                         class_names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Masks for the NMS survivors (each only over its box) shaped as Roboflow segmentation predictions."""
-    scale = segmentation.resolution(params.mask_decode_mode, params.tradeoff_factor,
-                                    prototypes.shape[2] / input_size[0])
-    valid = geometry.network_valid_area()
-    coefficients = found.mask_coefficients if found.mask_coefficients is not None else []
-    patches = [segmentation.mask_patch(coefficient, prototypes, box, valid, input_size, scale)
-               for coefficient, box in zip(coefficients, found.boxes)]
-    return segmentation_predictions(found, patches, geometry, class_names, params.mask_format)
+        return image_response(geometry, **self.decoder.decode(outputs, geometry, params))

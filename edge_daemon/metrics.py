@@ -7,6 +7,7 @@ URI templates, never raw paths; API keys never appear anywhere.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -45,6 +46,10 @@ class Metrics:
         self.downloaded_bytes = Counter("edge_daemon_downloaded_bytes_total", "Bytes of model weights downloaded",
                                         registry=r)
         r.register(_EngineCacheCollector())
+        self.model_load_failures = Counter(
+            "edge_daemon_model_load_failures_total",
+            "Failed model loads by the step that failed (files, registry, metadata, engine, warmup, layout); "
+            "ids that exist nowhere are counted without a model label", ["model", "reason"], registry=r)
         self.model_loads = Counter("edge_daemon_model_loads_total",
                                    "Model loads by where the files came from (registry = cache miss)",
                                    ["source"], registry=r)
@@ -61,6 +66,16 @@ class Metrics:
     def model_loaded(self, model_id: str, source: str, seconds: float) -> None:
         self.model_loads.labels(source).inc()
         self.model_load_seconds.labels(source).observe(seconds)
+
+    def model_load_failed(self, model_id: str, reason: str) -> None:
+        self.model_load_failures.labels(model_id, reason).inc()
+
+    def model_forgotten(self, model_id: str) -> None:
+        for name in STATES:
+            try:
+                self.model_states.remove(model_id, name)
+            except KeyError:
+                pass
 
     # ----- per inference ----------------------------------------------------------------------------
     def observe_inference(self, model_id: str, images: int, decode: float, preprocess: float, inference: float,
@@ -93,6 +108,37 @@ class _EngineCacheCollector:
                                   value=totals["build_seconds"])
 
 
+class RemoteEngineCollector:
+    """Per loaded model on the remote backend: server up, local fallback in use, calls by outcome."""
+
+    def __init__(self, loaded: Callable[[], list[Any]]):
+        self._loaded = loaded
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        up = GaugeMetricFamily("edge_daemon_remote_up", "1 while the model's KServe v2 server takes calls "
+                               "(circuit closed)", labels=["model"])
+        fallback = GaugeMetricFamily("edge_daemon_remote_fallback_active",
+                                     "1 while the model runs on the local engine because its server is down",
+                                     labels=["model"])
+        calls = CounterMetricFamily("edge_daemon_remote_calls", "Remote engine calls by outcome (ok, unreachable, "
+                                    "rejected, fast_failed by the open circuit, fallback to the local engine)",
+                                    labels=["model", "outcome"])
+        for model in self._loaded():
+            status_of = getattr(model.engine, "remote_status", None)
+            if status_of is None:
+                continue
+            status = status_of()
+            up.add_metric([model.model_id], 1.0 if status["up"] else 0.0)
+            fallback.add_metric([model.model_id], 1.0 if status["fallback_active"] else 0.0)
+            for outcome, count in status["calls"].items():
+                calls.add_metric([model.model_id, outcome], count)
+        yield up
+        yield fallback
+        yield calls
+
+
 class MetricsMiddleware:
     """Counts and times every request by route template and status."""
 
@@ -111,7 +157,9 @@ class MetricsMiddleware:
         self.metrics.in_flight.dec()
         route = req.uri_template or "unmatched"
         status = str(resp.status)[:3] if not isinstance(resp.status, int) else str(resp.status)
-        self.metrics.requests.labels(route, req.context.get("model_id", ""), status).inc()
+        # A 404 names a model that exists nowhere: made-up ids must not grow the label set.
+        model = req.context.get("model_id", "") if status != "404" else ""
+        self.metrics.requests.labels(route, model, status).inc()
         self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
 

@@ -1,4 +1,4 @@
-"""`edge-daemon models list|pull|import|rm` and `edge-daemon infer`: manage and try models offline.
+"""`edge-daemon models list|pull|import|rm|export-triton` and `edge-daemon infer`: manage and try models offline.
 
 `import` lets a user bring their own ONNX export with no registry at all: it is validated by loading it
 exactly as the daemon would, then installed atomically into the user's model store.
@@ -99,4 +99,30 @@ def remove_model(settings: Settings, model_id: str) -> int:
         print(f"{model_id} is not in the user store or the cache (bundled models cannot be removed)",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def export_triton(settings: Settings, model_id: str, directory: Path, replace: bool) -> int:
+    """Write the model as a Triton repository entry, named as the remote engine will ask for it."""
+    from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from edge_daemon.engines.remote_engine import parse_model_map, server_model_name
+    from edge_daemon.engines.triton_repository import config_pbtxt, write_entry
+    from edge_daemon.models.store import WEIGHTS
+
+    parsed = ModelId.parse(model_id)
+    manager = ModelManager(settings)
+    stores = [*manager.local_stores, manager.cache]
+    folder = next((store.folder(parsed) for store in stores if store.has(parsed)), None)
+    if folder is None:
+        folder = manager.download(parsed, settings.api_key or None)
+    try:
+        name = server_model_name(model_id, parse_model_map(settings.remote_model_map))
+    except ValueError as error:
+        raise ApiError(str(error), 400) from None
+    engine = OnnxRuntimeEngine(folder / WEIGHTS, intra_op_threads=1, optimization="none")
+    config = config_pbtxt(name, engine.inputs, engine.outputs, max(1, settings.max_batch),
+                          int(settings.batch_window_ms * 1000))
+    entry = write_entry(directory, name, folder / WEIGHTS, config, replace)
+    print(f"wrote {entry}/config.pbtxt and {entry}/1/model.onnx (serve with: tritonserver --model-repository "
+          f"{directory}; then edge-daemon serve --backend remote --remote-url grpc://HOST:8001)")
     return 0

@@ -38,6 +38,29 @@ def detection_predictions(detections: Detections, geometry: Geometry,
     return predictions
 
 
+def keypoint_predictions(detections: Detections, geometry: Geometry, class_names: tuple[str, ...],
+                         keypoint_names: tuple[tuple[str, ...], ...], threshold: float) -> list[dict[str, Any]]:
+    """Detection fields plus Roboflow's `keypoints` list: x, y in original pixels (clipped, rounded as boxes
+    are), confidence, the keypoint's index in its class list (`class_id`) and name (`class`).
+
+    Only the slots the detected class has names for are answered; a keypoint with confidence below
+    `keypoint_confidence`, or of confidence 0, is left out (as Roboflow's default stack does)."""
+    predictions = detection_predictions(detections, geometry, class_names)
+    if not predictions or detections.keypoints is None:
+        return predictions
+    slots = detections.keypoints.shape[1]
+    points = geometry.points_to_original(detections.keypoints[:, :, :2].reshape(-1, 2)).reshape(-1, slots, 2)
+    for prediction, class_points, triples in zip(predictions, points.tolist(), detections.keypoints.tolist()):
+        class_id = prediction["class_id"]
+        names = keypoint_names[class_id] if class_id < len(keypoint_names) and keypoint_names[class_id] \
+            else tuple(str(index) for index in range(slots))
+        prediction["keypoints"] = [
+            {"x": x, "y": y, "confidence": round(confidence, 6), "class_id": index, "class": name}
+            for index, (name, (x, y), (_, _, confidence)) in enumerate(zip(names, class_points, triples))
+            if confidence >= threshold and confidence > 0]
+    return predictions
+
+
 def segmentation_predictions(detections: Detections, patches: list[MaskPatch], geometry: Geometry,
                              class_names: tuple[str, ...], mask_format: str) -> list[dict[str, Any]]:
     """Detection fields plus the mask: `points` (largest external contour) or COCO `rle` of the whole mask.
@@ -53,13 +76,24 @@ def segmentation_predictions(detections: Detections, patches: list[MaskPatch], g
         contours = [geometry.points_to_pixel_centres(c) for c in outlines]
         if mask_format == "rle":
             height, width = geometry.original_height, geometry.original_width
-            region, top, left = polygon_region(contours, width, height)
+            if patch.pixel_origin is not None:  # the mask itself, exactly
+                region, top, left = _on_image(patch.mask, patch.pixel_origin, width, height)
+            else:
+                region, top, left = polygon_region(contours, width, height)
             prediction["rle"] = coco_rle(region, top, left, height, width)
         else:
             points = contours[0] if contours else np.zeros((0, 2))
             prediction["points"] = [{"x": x, "y": y} for x, y in np.round(points, 2).tolist()]
         prediction["mask_format"] = mask_format
     return predictions
+
+
+def _on_image(mask: np.ndarray, origin: tuple[int, int], width: int, height: int) -> tuple[np.ndarray, int, int]:
+    """The part of a mask placed at `origin` (column, row) that lies inside the image, with its position."""
+    left, top = origin
+    cut_left, cut_top = max(0, -left), max(0, -top)
+    region = mask[cut_top:max(cut_top, height - top), cut_left:max(cut_left, width - left)]
+    return region, max(0, top), max(0, left)
 
 
 def classification_fields(scores: np.ndarray, class_names: tuple[str, ...], multilabel: bool,

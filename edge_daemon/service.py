@@ -118,3 +118,19 @@ class InferenceService:
             response["inference_id"] = inference_id or str(uuid.uuid4())
             response["time"] = elapsed
         return InferenceResult(model, responses, times, decode_seconds, pictures)
+
+    def infer_pixels(self, model_id: ModelId, frames: list[np.ndarray], params: InferenceParams) -> InferenceResult:
+        """Frames already decoded (camera streams): the same engines, dynamic batching, engine gate and metrics
+        as HTTP requests, minus the image decode."""
+        started = time.perf_counter()
+        model = self.manager.get(model_id, None)
+        times = StageTimes()
+        responses = model.infer([DecodedImage.full(frame) for frame in frames], params, times)
+        if self.metrics is not None:
+            self.metrics.observe_inference(str(model_id), len(frames), 0.0, times.preprocess, times.inference,
+                                           times.postprocess)
+        elapsed = time.perf_counter() - started
+        for response in responses:
+            response["inference_id"] = str(uuid.uuid4())
+            response["time"] = elapsed
+        return InferenceResult(model, responses, times, 0.0)

@@ -39,9 +39,11 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_model(root, "colour-drawn/1", colour_detector("yolov8"), {**colour_environment(), "COLORS": {"red": "#00FF00"}})
     write_model(root, "disks/1", shape_segmenter(), seg_environment(), task="instance-segmentation",
                 model_type="yolov8n-seg")
-    write_model(root, "colour-cls/1", colour_classifier(), classifier_environment(), task="classification")
+    # The colour classifiers expect ViT's (x/255 - 0.5) / 0.5 input, so they are declared as ViTs.
+    write_model(root, "colour-cls/1", colour_classifier(), classifier_environment(), task="classification",
+                model_type="vit")
     folder = write_model(root, "colour-multi/1", colour_classifier(), classifier_environment(multiclass=True),
-                         task="multi-label-classification")
+                         task="multi-label-classification", model_type="vit")
     model_type = folder / "model_type.json"
     import json
 
@@ -57,7 +59,7 @@ def make_settings(tmp_path: Path, model_store: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {"host": "127.0.0.1", "port": 0, "threads": 8, "models_dir": str(model_store),
                                      "cache_dir": str(tmp_path / "cache"), "api_url": "http://127.0.0.1:9",
-                                     "ort_threads": 1}
+                                     "ort_threads": 1, "state_dir": str(tmp_path / "state")}
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_daemon import scenes
+from edge_daemon.models.metadata import read_metadata
 from tools.evaluate_models import GATES, evaluate_classification, evaluate_detection, evaluate_pose
 from tools.inference import letterbox, to_det_input
 
@@ -30,7 +31,6 @@ MODELS = {
     "shapes-cls/1": ("classification", 128, {"output0": [4]}),
     "shapes-pose/1": ("keypoint-detection", 384, {"output0": [4 + 4 + 3 * 5, 3024]}),
 }
-EXTRA_FILES = {"shapes-pose/1": {"keypoints_metadata.json"}}
 
 
 def _session(model_id: str) -> ort.InferenceSession:
@@ -44,32 +44,34 @@ def test_manifest_matches_files(model_id: str) -> None:
     folder = MODELS_DIR / model_id
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model_id"] == model_id
-    expected = {"weights.onnx", "environment.json", "model_type.json"} | EXTRA_FILES.get(model_id, set())
-    assert set(manifest["files"]) == expected
+    assert set(manifest["files"]) == {path.name for path in folder.iterdir() if path.name != "manifest.json"}
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
 
 
 @pytest.mark.parametrize("model_id", sorted(MODELS))
 def test_metadata(model_id: str) -> None:
+    """The detector, segmenter and keypoint model ship Roboflow's classic metadata, the classifier its package
+    format (which declares the (x/255 - 0.5) / 0.5 input it was trained with); the daemon reads both to the same
+    facts, and the keypoint model's names and skeletons from keypoints_metadata.json."""
     task, size, _ = MODELS[model_id]
     folder = MODELS_DIR / model_id
-    env = json.loads((folder / "environment.json").read_text())
-    assert env["CLASS_MAP"] == {str(i): name for i, name in enumerate(scenes.CLASS_NAMES)}
-    assert set(env["COLORS"]) == set(scenes.CLASS_NAMES)
-    assert env["MULTICLASS"] is False
-    assert env["PREPROCESSING"]["auto-orient"]["enabled"] is True
-    resize = env["PREPROCESSING"]["resize"]
-    assert resize["enabled"] is True and resize["width"] == size and resize["height"] == size
-    expected_format = "Stretch to" if task == "classification" else "Fit (grey edges) in"
-    assert resize["format"] == expected_format
-    mtype = json.loads((folder / "model_type.json").read_text())
-    assert mtype["project_task_type"] == task
-    assert mtype["model_type"] == "yolov8"
-    assert mtype["model_id"] == model_id
-    assert mtype["model_variant"]
+    metadata = read_metadata(folder, model_id)
+    assert metadata.task == task and metadata.model_type == "yolov8"
+    assert metadata.class_names == scenes.CLASS_NAMES and metadata.multiclass is False
+    assert metadata.preprocessing["auto-orient"]["enabled"] is True
+    resize = metadata.preprocessing["resize"]
+    assert resize["enabled"] is True and int(resize["width"]) == size and int(resize["height"]) == size
     if task == "classification":
-        assert mtype["output_is_probability"] is False
+        assert metadata.format == "package" and resize["format"] == "Stretch to"
+        assert metadata.network_input.mean == (0.5, 0.5, 0.5) and metadata.network_input.std == (0.5, 0.5, 0.5)
+        assert metadata.output_is_probability is not True
+    else:
+        assert metadata.format == "classic" and resize["format"] == "Fit (grey edges) in"
+        assert set(metadata.colors) == set(scenes.CLASS_NAMES)
+    if task == "keypoint-detection":
+        assert metadata.keypoint_names == tuple(scenes.KEYPOINT_NAMES[c] for c in range(len(scenes.CLASS_NAMES)))
+        assert metadata.skeletons == tuple(scenes.KEYPOINT_EDGES[c] for c in range(len(scenes.CLASS_NAMES)))
 
 
 @pytest.mark.parametrize("model_id", sorted(MODELS))

@@ -57,14 +57,15 @@ def test_unknown_model_and_route(daemon, colour_jpeg, make_settings):
 @pytest.mark.parametrize("model_id", ["..%2F..%2Fetc/1", "ok/..", "a%00b/1", "x" * 200 + "/1"])
 def test_hostile_model_ids_are_refused_before_any_lookup(daemon, colour_jpeg, model_id):
     response = requests.post(f"{daemon.url}/{model_id}", data=colour_jpeg)
-    assert response.status_code in (400, 404)
+    # requests collapses "ok/.." to "/", where only the console's GET lives: a POST there is a 405.
+    assert response.status_code in (400, 404) or (model_id == "ok/.." and response.status_code == 405)
     assert "message" in response.json()
 
 
 def test_model_with_wrong_class_count_is_a_clear_422(daemon, colour_jpeg):
     response = requests.post(daemon.url + "/wrong-classes/1", data=colour_jpeg)
     assert response.status_code == 422
-    assert "does not fit 2 classes" in response.json()["message"]
+    assert "do not fit 2 classes" in response.json()["message"]
 
 
 def test_unexpected_engine_failure_is_500_and_server_keeps_serving(daemon, colour_jpeg):

@@ -165,7 +165,7 @@ def test_models_import_makes_an_onnx_file_servable_offline(tmp_path, colour_jpeg
     assert (store / "mine" / "2" / "manifest.json").exists()
     wrong = subprocess.run([*command[:-6], "--classes", "a,b", "--as", "bad/1", *command[-4:]],
                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
-    assert wrong.returncode == 1 and "does not fit 2 classes" in wrong.stderr
+    assert wrong.returncode == 1 and "do not fit 2 classes" in wrong.stderr
     assert not (store / "bad").exists()
     settings = Settings(host="127.0.0.1", models_dir=str(store), cache_dir=str(tmp_path / "cache"), api_url="")
     with ThreadedDaemon(settings) as server:

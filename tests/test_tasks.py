@@ -171,7 +171,7 @@ def test_format_image_draws_boxes_on_the_original(daemon):
 def test_model_management_routes(daemon):
     assert requests.get(f"{daemon.url}/model/registry").json() == {"models": []}
     added = requests.post(f"{daemon.url}/model/add", json={"model_id": "disks/1"}).json()
-    assert added == {"models": [{"model_id": "disks/1", "task_type": "instance-segmentation",
+    assert added == {"models": [{"model_id": "disks/1", "task_type": "instance-segmentation", "family": "yolov8",
                                  "batch_size": "dynamic", "input_height": 128, "input_width": 128}]}
     requests.post(f"{daemon.url}/model/add", json={"model_id": "colour-v5/1"})
     listed = {m["model_id"]: m for m in requests.get(f"{daemon.url}/model/registry").json()["models"]}

@@ -90,8 +90,11 @@ def test_model_dir_metadata(tmp_path: Path) -> None:
 
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["files"]["weights.onnx"] == tm.sha256_file(tmp_path / "weights.onnx")
-    mtype = json.loads((tmp_path / "model_type.json").read_text())
-    assert mtype["output_is_probability"] is False
+    config = json.loads((tmp_path / "inference_config.json").read_text())
+    assert config["network_input"]["normalization"] == [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]
+    assert config["post_processing"] == {"type": "softmax", "fused": False}
+    assert set(manifest["files"]) == {"weights.onnx", "inference_config.json", "model_config.json",
+                                      "class_names.txt"}
 
 
 def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:

@@ -480,28 +480,48 @@ def sha256_file(path: Path) -> str:
 def write_model_dir(
     folder: Path, model_id: str, task: str, variant: str, resize: dict, extra: dict[str, object] | None = None
 ) -> None:
-    """Write environment.json, model_type.json and manifest.json next to weights.onnx.
+    """Write the metadata and manifest.json next to weights.onnx: Roboflow's classic environment.json +
+    model_type.json for the detector, segmenter and keypoint model; its package format (inference_config.json,
+    which can say the (x/255 - 0.5) / 0.5 normalisation the classifier was trained with) for the classifier.
 
     `extra` maps further JSON file names (keypoints_metadata.json) to their content; the manifest lists them too.
     """
-    env = {
-        "CLASS_MAP": {str(i): n for i, n in enumerate(CLASS_NAMES)},
-        "PREPROCESSING": {"auto-orient": {"enabled": True}, "resize": {"enabled": True, **resize}},
-        "MULTICLASS": False,
-        "COLORS": dict(COLORS),
-    }
-    mtype: dict[str, object] = {
-        "project_task_type": task, "model_type": "yolov8", "model_variant": variant, "model_id": model_id,
-    }
     if task == "classification":
-        mtype["output_is_probability"] = False
-    (folder / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
-    (folder / "model_type.json").write_text(json.dumps(mtype, indent=2) + "\n")
+        written = _write_package_metadata(folder, model_id, variant, resize)
+    else:
+        env = {
+            "CLASS_MAP": {str(i): n for i, n in enumerate(CLASS_NAMES)},
+            "PREPROCESSING": {"auto-orient": {"enabled": True}, "resize": {"enabled": True, **resize}},
+            "MULTICLASS": False,
+            "COLORS": dict(COLORS),
+        }
+        mtype = {"project_task_type": task, "model_type": "yolov8", "model_variant": variant, "model_id": model_id}
+        (folder / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+        (folder / "model_type.json").write_text(json.dumps(mtype, indent=2) + "\n")
+        written = ["environment.json", "model_type.json"]
     for name, content in (extra or {}).items():
         (folder / name).write_text(json.dumps(content, indent=2) + "\n")
-    names = ("weights.onnx", "environment.json", "model_type.json", *sorted(extra or {}))
-    files = {name: sha256_file(folder / name) for name in names}
+        written.append(name)
+    files = {name: sha256_file(folder / name) for name in sorted(["weights.onnx", *written])}
     (folder / "manifest.json").write_text(json.dumps({"model_id": model_id, "files": files}, indent=2) + "\n")
+
+
+def _write_package_metadata(folder: Path, model_id: str, variant: str, resize: dict) -> list[str]:
+    config = {
+        "image_pre_processing": {"auto-orient": {"enabled": True}},
+        "network_input": {"training_input_size": {"height": resize["height"], "width": resize["width"]},
+                          "dynamic_spatial_size_supported": False, "color_mode": "rgb", "resize_mode": "stretch",
+                          "input_channels": 3, "scaling_factor": 255,
+                          "normalization": [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]},
+        "forward_pass": {"max_dynamic_batch_size": 16},
+        "post_processing": {"type": "softmax", "fused": False},
+    }
+    model = {"model_architecture": "yolov8", "task_type": "classification", "model_variant": variant,
+             "model_id": model_id}
+    (folder / "inference_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "model_config.json").write_text(json.dumps(model, indent=2) + "\n")
+    (folder / "class_names.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+    return ["class_names.txt", "inference_config.json", "model_config.json"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def registry_key(req: falcon.Request, candidate: str | None) -> str | None:
     return candidate
 
 
-def middleware(settings: Settings) -> list[Any]:
+def middleware(settings: Settings, public_paths: Sequence[str] = ()) -> list[Any]:
+    """`public_paths`: exact paths of files that hold no data (the console's page and assets), exempted too."""
     result: list[Any] = []
     if settings.cors_origins:
         result.append(falcon.CORSMiddleware(allow_origins=settings.cors_origins,
@@ -72,5 +74,5 @@ def middleware(settings: Settings) -> list[Any]:
     keys = load_access_keys(settings)
     if keys:
         log.info("inbound access control on (%d keys); exempt: %s", len(keys), ", ".join(settings.auth_exempt))
-        result.append(AccessKeyMiddleware(keys, settings.auth_exempt))
+        result.append(AccessKeyMiddleware(keys, [*settings.auth_exempt, *public_paths]))
     return result

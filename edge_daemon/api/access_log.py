@@ -24,6 +24,8 @@ class AccessLogMiddleware:
         model = req.context.get("model_id", "-")
         stages = req.context.get("stage_ms") or {}
         detail = " ".join(f"{name}={value:.1f}ms" for name, value in stages.items())
+        if stages:  # the same timings for the client (the console shows them), in the standard header
+            resp.set_header("Server-Timing", ", ".join(f"{name};dur={value:.2f}" for name, value in stages.items()))
         log.info("%s %s %d model=%s %.1fms %s", req.method, req.path, status, model, elapsed_ms, detail,
                  extra={"method": req.method, "path": req.path, "status": status, "model": model,
                         "duration_ms": round(elapsed_ms, 2), **{f"{k}_ms": round(v, 2) for k, v in stages.items()}})

@@ -6,6 +6,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -49,8 +50,9 @@ class HealthResource:
 
 
 class ReadinessResource:
-    def __init__(self, service: InferenceService):
+    def __init__(self, service: InferenceService, details: list[Callable[[], dict[str, Any]]] | None = None):
         self.service = service
+        self.details = details if details is not None else []  # sections other surfaces add (streams)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         statuses = self.service.manager.statuses()
@@ -63,6 +65,8 @@ class ReadinessResource:
             resp.media = {"status": "not ready", "waiting_for": waiting, "models": models}
         else:
             resp.media = {"status": "ready", "models": models}
+        for section in self.details:
+            resp.media.update(section())
 
 
 class InfoResource:
@@ -86,9 +90,16 @@ def info(service: InferenceService) -> dict[str, Any]:
         "platform": platform.to_dict(),
         "engine_cache": CACHE_COUNTERS.snapshot(),
         "models_available": service.manager.available(),
-        "models_loaded": [{"model_id": model.model_id, "engine": _engine_build(model)}
-                          for model in service.manager.loaded()],
+        "models_loaded": [_loaded_model(model) for model in service.manager.loaded()],
     }
+
+
+def _loaded_model(model: Any) -> dict[str, Any]:
+    entry = {"model_id": model.model_id, "engine": _engine_build(model)}
+    remote_status = getattr(model.engine, "remote_status", None)
+    if remote_status is not None:  # backend remote: where it runs, circuit state, local fallback in use
+        entry["remote"] = remote_status()
+    return entry
 
 
 def _engine_build(model: Any) -> dict[str, Any] | None:
@@ -96,14 +107,16 @@ def _engine_build(model: Any) -> dict[str, Any] | None:
     return build.to_dict() if build is not None else None
 
 
-def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceService) -> None:
+def register(app: falcon.App, registry: OpenApiRegistry, service: InferenceService,
+             readiness_details: list[Callable[[], dict[str, Any]]] | None = None) -> None:
     routes = (
         ("/healthz", HealthResource, "Liveness: 200 healthy, or 503 with the reason"),
         ("/readiness", ReadinessResource, "Readiness: 200 once preloaded models are ready; per-model state"),
         ("/info", InfoResource, "Server name, version, uptime, backend, models"),
     )
     for path, resource, summary in routes:
-        app.add_route(path, resource(service))
+        app.add_route(path, resource(service, readiness_details) if resource is ReadinessResource
+                      else resource(service))
         responses: dict[str, Any] = {"200": {"description": summary, "content": {"application/json": {}}}}
         if path != "/info":
             responses["503"] = {"description": "Not healthy / not ready", "content": {"application/json": {}}}

@@ -1,4 +1,5 @@
-"""Roboflow's JSON routes `POST /infer/{object_detection,instance_segmentation,classification}`.
+"""Roboflow's JSON routes `POST /infer/{object_detection,instance_segmentation,classification,
+keypoints_detection,semantic_segmentation}`.
 
 Same pipeline and response shapes as the legacy route; parameters come from the JSON body (no percentage
 rescaling), the key from the query, `Authorization: Bearer` or the body. A model of another task is a 400.
@@ -20,9 +21,13 @@ from edge_daemon.api.schemas import (
     ClassificationResponse,
     InstanceSegmentationInferenceRequest,
     InstanceSegmentationResponse,
+    KeypointsDetectionInferenceRequest,
+    KeypointsDetectionResponse,
     MultiLabelClassificationResponse,
     ObjectDetectionInferenceRequest,
     ObjectDetectionResponse,
+    SemanticSegmentationInferenceRequest,
+    SemanticSegmentationResponse,
 )
 from edge_daemon.models.store import ModelId
 from edge_daemon.service import InferenceService, Visualisation
@@ -33,6 +38,9 @@ ROUTES: tuple[tuple[str, str, type[BaseModel], list[type[BaseModel]]], ...] = (
      [InstanceSegmentationResponse]),
     ("classification", "classification", ClassificationInferenceRequest,
      [ClassificationResponse, MultiLabelClassificationResponse]),
+    ("keypoints_detection", "keypoint-detection", KeypointsDetectionInferenceRequest, [KeypointsDetectionResponse]),
+    ("semantic_segmentation", "semantic-segmentation", SemanticSegmentationInferenceRequest,
+     [SemanticSegmentationResponse]),
 )
 
 

@@ -20,7 +20,7 @@ from edge_daemon.service import InferenceService
 
 
 def describe(model: LoadedModel) -> dict[str, Any]:
-    return {"model_id": model.model_id, "task_type": model.task,
+    return {"model_id": model.model_id, "task_type": model.task, "family": model.family.name,
             "batch_size": model.batch_size if model.batch_size else "dynamic",
             "input_height": model.input_height, "input_width": model.input_width}
 
@@ -30,7 +30,11 @@ class _Base:
         self.service = service
 
     def registry(self) -> dict[str, Any]:
-        return {"models": [describe(model) for model in self.service.manager.loaded()]}
+        listing: dict[str, Any] = {"models": [describe(model) for model in self.service.manager.loaded()]}
+        failed = self.service.manager.failed()
+        if failed:  # beside Roboflow's shape, only when there is something to show
+            listing["failed"] = failed
+        return listing
 
 
 class RegistryResource(_Base):
@@ -42,7 +46,7 @@ class AddModelResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json_object(req, 64 * 1024, ModelIdRequest)
         api_key = registry_key(req, req.get_param("api_key") or bearer_token(req) or body.api_key)
-        self.service.manager.get(ModelId.parse(body.model_id), api_key)
+        self.service.manager.get(ModelId.parse(body.model_id), api_key, force=True)  # asked for: try again now
         resp.media = self.registry()
 
 

@@ -89,16 +89,21 @@ class OpenApiRegistry:
     def __init__(self, title: str = "edge-daemon"):
         self.title = title
         self.operations: list[Operation] = []
+        self.extra_schemas: list[type[BaseModel]] = []  # components from surfaces beside api/ (streams)
         self._document: dict[str, Any] | None = None
 
     def add(self, operation: Operation) -> None:
         self.operations.append(operation)
         self._document = None
 
+    def add_schemas(self, *models: type[BaseModel]) -> None:
+        self.extra_schemas.extend(models)
+        self._document = None
+
     def document(self) -> dict[str, Any]:
         if self._document is None:
             components: dict[str, Any] = {}
-            for model in SCHEMAS:
+            for model in (*SCHEMAS, *self.extra_schemas):
                 schema = model.model_json_schema(ref_template=REF, by_alias=True)
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema

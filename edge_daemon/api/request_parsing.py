@@ -109,7 +109,8 @@ def build_params(options: Any, iou: float | None, legacy: bool) -> InferencePara
     return InferenceParams(detection=detection, switches=switches,
                            mask_decode_mode=getattr(options, "mask_decode_mode", "accurate"),
                            tradeoff_factor=getattr(options, "tradeoff_factor", 0.0),
-                           mask_format=getattr(options, "response_mask_format", "polygon"))
+                           mask_format=getattr(options, "response_mask_format", "polygon"),
+                           keypoint_confidence=getattr(options, "keypoint_confidence", 0.0))
 
 
 def json_sources(body: Any, max_batch: int) -> tuple[list[ImageSource], bool]:

@@ -57,6 +57,8 @@ class InferenceOptions(PreprocessingSwitches):
                             "as `visualization`.")
     labels: bool = Field(False, description="Draw class names and confidences in the visualisation.")
     stroke: int = Field(1, ge=1, le=50, description="Line width of the visualisation, in pixels.")
+    keypoint_confidence: float = Field(0.0, ge=0, le=1, description="Keypoint models: leave out keypoints below "
+                                                                    "this confidence.")
 
 
 class LegacyQueryParameters(InferenceOptions):
@@ -115,6 +117,15 @@ class ClassificationInferenceRequest(InferRequestBase):
     pass
 
 
+class KeypointsDetectionInferenceRequest(ObjectDetectionInferenceRequest):
+    keypoint_confidence: float = Field(0.0, ge=0, le=1, description="Leave out keypoints below this confidence.")
+
+
+class SemanticSegmentationInferenceRequest(InferRequestBase):
+    confidence: Confidence = Field(0.4, description="Pixels whose class confidence is below it are answered as "
+                                                    "the `background` class (when the model has one).")
+
+
 class ModelIdRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model_id: str = Field(max_length=256, examples=["shapes/1"])
@@ -124,13 +135,26 @@ class ModelIdRequest(BaseModel):
 class ModelDescription(BaseModel):
     model_id: str
     task_type: str
+    family: str | None = Field(None, description="The model family decoding it (yolov8, yolo26, rfdetr, ...).")
     batch_size: int | str
     input_height: int
     input_width: int
 
 
+class FailedModel(BaseModel):
+    model_id: str
+    status: int = Field(description="The HTTP status its requests get until the next try.")
+    message: str
+    reason: str = Field(description="The step that failed: files, registry, metadata, engine, warmup or layout.")
+    attempts: int
+    next_try: str | None = Field(description="When a request may load it again (UTC); sooner if its files "
+                                             "change, or on POST /model/add.")
+
+
 class ModelsDescriptions(BaseModel):
     models: list[ModelDescription]
+    failed: list[FailedModel] = Field(default_factory=list, description="Models whose last load failed (absent "
+                                      "when none did).")
 
 
 class ImageDimensions(BaseModel):
@@ -184,6 +208,42 @@ class InstanceSegmentationResponse(BaseModel):
     visualization: str | None = None
 
 
+class Keypoint(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    x: float = Field(description="Original-image pixels.")
+    y: float
+    confidence: float
+    class_id: int = Field(description="The keypoint's index in its object class's keypoint list.")
+    class_name: str = Field(alias="class", description="The keypoint's name (keypoints_metadata.json).")
+
+
+class KeypointsPrediction(ObjectDetectionPrediction):
+    keypoints: list[Keypoint]
+
+
+class KeypointsDetectionResponse(BaseModel):
+    inference_id: str
+    time: float
+    image: ImageDimensions
+    predictions: list[KeypointsPrediction]
+    visualization: str | None = None
+
+
+class SemanticSegmentationPrediction(BaseModel):
+    segmentation_mask: str = Field(description="Base64 8-bit PNG at the original size: each pixel its class id.")
+    confidence_mask: str = Field(description="Base64 8-bit PNG: each pixel its class confidence x 255.")
+    class_map: dict[str, str] = Field(description="Pixel value (class id, as text) to class name.")
+    present_class_ids: list[int] = Field(description="The class ids present in the mask, sorted.")
+
+
+class SemanticSegmentationResponse(BaseModel):
+    inference_id: str
+    time: float
+    image: ImageDimensions
+    predictions: SemanticSegmentationPrediction
+    visualization: str | None = None
+
+
 class ClassificationPrediction(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     class_name: str = Field(alias="class")
@@ -223,9 +283,10 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     ImageReference, LegacyJsonBody, ObjectDetectionPrediction, ObjectDetectionResponse, ErrorResponse,
     ImageDimensions, InstanceSegmentationResponse, ClassificationResponse, MultiLabelClassificationResponse,
     ObjectDetectionInferenceRequest, InstanceSegmentationInferenceRequest, ClassificationInferenceRequest,
-    ModelIdRequest, ModelsDescriptions)
+    KeypointsDetectionInferenceRequest, SemanticSegmentationInferenceRequest, KeypointsDetectionResponse,
+    SemanticSegmentationResponse, ModelIdRequest, ModelsDescriptions)
 ANY_TASK_RESPONSE = (ObjectDetectionResponse, InstanceSegmentationResponse, ClassificationResponse,
-                     MultiLabelClassificationResponse)
+                     MultiLabelClassificationResponse, KeypointsDetectionResponse, SemanticSegmentationResponse)
 
 
 def describe_validation_error(error: Any) -> str:

@@ -3,7 +3,8 @@
 `create_engine` is the single place that decides which backend runs a model. Without a cache directory it
 opens a plain ONNX Runtime session (as before); with `EngineOptions(cache_dir=...)` it consults the
 platform probe, picks TensorRT or ONNX Runtime (`selection.py`) and compiles once per device into the
-engine cache (`cache.py`, `factory.py`); `cache_admin.py` lists and prunes that cache.
+engine cache (`cache.py`, `factory.py`); `cache_admin.py` lists and prunes that cache. `--backend remote` runs
+models on a KServe v2 server such as Triton instead (`remote_engine.py`, `kserve_v2.py`).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from edge_daemon.failures import FailureMemo
+from edge_daemon.files import fsync_path, write_atomic
 from edge_daemon.hashing import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -127,30 +129,6 @@ class Outcome(Generic[T]):
     load_seconds: float
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_path(path.parent, directory=True)
-
-
 class _Heartbeat:
     """Logs 'still building' lines while a long compile runs, so a slow Jetson build is never silent."""
 
@@ -177,6 +155,7 @@ class EngineCache:
     def __init__(self, cache_dir: Path, counters: CacheCounters = COUNTERS):
         self.root = Path(cache_dir) / ENGINES_DIR
         self.counters = counters
+        self.failures = FailureMemo(self.root)
 
     def entry_path(self, slug: str, key: str) -> Path:
         return self.root / slug / key
@@ -185,29 +164,27 @@ class EngineCache:
         """Device-wide files shared by all models (e.g. TensorRT timing caches) live in `engines/.shared/`."""
         return self.root / ".shared" / name
 
-    # ----- failed builds ------------------------------------------------------------------------------
+    # ----- failed builds (edge_daemon.failures: the same memo that remembers failed model loads) ----------
+    def _failure_name(self, model_id: str, inputs: KeyInputs) -> str:
+        return f"{model_slug(model_id)}/{FAILED_PREFIX}{inputs.key}"
+
     def failure_path(self, model_id: str, inputs: KeyInputs) -> Path:
-        return self.root / model_slug(model_id) / f"{FAILED_PREFIX}{inputs.key}.json"
+        return self.failures.path(self._failure_name(model_id, inputs))
 
     def last_failure(self, model_id: str, inputs: KeyInputs) -> dict[str, Any] | None:
         """The recorded failed build for these inputs, or None."""
-        return read_failure(self.failure_path(model_id, inputs))
+        return self.failures.get(self._failure_name(model_id, inputs))
 
     def record_failure(self, model_id: str, inputs: KeyInputs, reason: str) -> None:
         """Remember that building these inputs failed; a cache that cannot be written only costs the memo."""
-        previous = self.last_failure(model_id, inputs) or {}
-        record = {"model_id": model_id, "key": inputs.key, "backend": inputs.backend,
-                  "backend_version": inputs.backend_version, "reason": reason[:500],
-                  "failed": datetime.now(timezone.utc).isoformat(timespec="seconds"), "failed_unix": time.time(),
-                  "attempts": int(previous.get("attempts", 0)) + 1}
         try:
-            write_atomic(self.failure_path(model_id, inputs), (json.dumps(record, indent=2) + "\n").encode())
+            self.failures.record(self._failure_name(model_id, inputs), reason, model_id=model_id, key=inputs.key,
+                                 backend=inputs.backend, backend_version=inputs.backend_version)
         except OSError as error:
             log.warning("could not record the failed build of %s (%s)", model_id, error)
 
     def clear_failure(self, model_id: str, inputs: KeyInputs) -> None:
-        with contextlib.suppress(OSError):
-            self.failure_path(model_id, inputs).unlink(missing_ok=True)
+        self.failures.clear(self._failure_name(model_id, inputs))
 
     @contextlib.contextmanager
     def lock(self, slug: str, key: str, what: str = "") -> Iterator[None]:
@@ -339,7 +316,7 @@ class EngineCache:
         """Metadata next to the artifact, everything fsynced, then one rename makes the entry appear."""
         try:
             artifact = staging / artifact_name
-            _fsync_path(artifact)
+            fsync_path(artifact)
             metadata = {
                 "format": FORMAT, "model_id": model_id, "key": inputs.key, "key_inputs": inputs.to_dict(),
                 "artifact": artifact_name, "artifact_bytes": artifact.stat().st_size,
@@ -352,22 +329,11 @@ class EngineCache:
             if final.exists():  # an entry discarded by another path or left half-removed
                 shutil.rmtree(final)
             os.rename(staging, final)
-            _fsync_path(final.parent, directory=True)
+            fsync_path(final.parent, directory=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return CacheEntry(final, slug, inputs.key, final / artifact_name, metadata)
-
-
-def read_failure(path: Path) -> dict[str, Any] | None:
-    """A failed-build record, or None when it is missing or unreadable (which then counts as no failure)."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("failed_unix"), (int, float)):
-        return None
-    return record
 
 
 def _touch(path: Path) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX, read_failure
+from edge_daemon.engines.cache import ENGINES_DIR, FAILED_PREFIX, LOCKS_DIR, METADATA, STAGING_PREFIX
+from edge_daemon.failures import read_record
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def list_failures(cache_dir: Path) -> list[dict[str, Any]]:
     root = Path(cache_dir) / ENGINES_DIR
     records: list[dict[str, Any]] = []
     for path in root.glob(f"*/{FAILED_PREFIX}*.json") if root.is_dir() else []:
-        record = read_failure(path)
+        record = read_record(path)
         if record is not None:
             records.append({**record, "path": str(path)})
     return sorted(records, key=lambda record: record["failed_unix"], reverse=True)
@@ -158,3 +159,25 @@ def _remove_stale_staging(root: Path, now: float, age: float = 3600.0) -> None:
             with contextlib.suppress(OSError), _try_lock(slug_dir / LOCKS_DIR / f"{key}.lock") as locked:
                 if locked and now - staging.stat().st_mtime > age:
                     shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_model(cache_dir: Path, model_id: str) -> list[EntryInfo]:
+    """Remove one model's compiled engines and failed-build records, so its next load builds afresh.
+
+    Like `prune`, an entry whose key another process holds locked (being built) is left alone.
+    """
+    root = Path(cache_dir) / ENGINES_DIR
+    removed: list[EntryInfo] = []
+    for info in list_entries(cache_dir):
+        if info.model_id != model_id:
+            continue
+        with _try_lock(root / info.slug / LOCKS_DIR / f"{info.key}.lock") as locked:
+            if not locked:
+                log.info("not removing %s: a process holds its lock", info.path)
+                continue
+            shutil.rmtree(info.path, ignore_errors=True)
+            removed.append(info)
+    for failure in list_failures(cache_dir):
+        if failure.get("model_id") == model_id:
+            Path(failure["path"]).unlink(missing_ok=True)
+    return removed

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edge_daemon import __version__
 from edge_daemon.engines.base import Engine, EngineBuild
-from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome, write_atomic
+from edge_daemon.engines.cache import EngineCache, KeyInputs, Outcome
 from edge_daemon.engines.cuda_binding import ImportModule, load_cuda_binding
 from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine, ort
+from edge_daemon.engines.remote_engine import RemoteConfig, RemoteEngine, parse_model_map
 from edge_daemon.engines.selection import BackendChoice, choose_backend
 from edge_daemon.engines.tensorrt_engine import (
     DEFAULT_WORKSPACE_BYTES,
@@ -29,6 +29,9 @@ from edge_daemon.engines.tensorrt_engine import (
     build_plan,
     make_logger,
 )
+from edge_daemon.errors import ApiError
+from edge_daemon.failures import retry_at, retry_due, utc_text
+from edge_daemon.files import write_atomic
 from edge_daemon.hashing import sha256_bytes
 from edge_daemon.platform.probe import PlatformInfo, current_platform
 
@@ -47,7 +50,7 @@ class EngineOptions:
     """Daemon-wide engine settings (from `Settings`); `cache_dir=None` means a plain uncached ORT session."""
 
     cache_dir: Path | None = None
-    backend: str = "auto"                  # auto | tensorrt | onnxruntime
+    backend: str = "auto"                  # auto | tensorrt | onnxruntime | remote
     precision: str = "auto"                # auto | fp16 | fp32 (fp16 only where the GPU has fast FP16)
     intra_op_threads: int = 0
     trt_workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
@@ -57,6 +60,8 @@ class EngineOptions:
     ort_optimization: str = "extended"     # level baked into the cached graph; "all" adds x86 layout passes
     ort_spinning: bool = True              # idle ORT threads spin (ORT's default); off suits tiny models
     input_hw: tuple[int, int] | None = None
+    remote: RemoteConfig | None = None     # backend "remote": the KServe v2 server
+    remote_fallback: bool = False          # backend "remote": a local engine serves while the server is down
     import_module: ImportModule = field(default=importlib.import_module, compare=False, repr=False)
 
 
@@ -79,6 +84,16 @@ def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
         "ort_optimization": getattr(settings, "ort_optimization", defaults.ort_optimization),
         "ort_spinning": getattr(settings, "ort_spinning", defaults.ort_spinning),
     }
+    if values["backend"] == "remote":
+        try:
+            values["remote"] = RemoteConfig(
+                url=getattr(settings, "remote_url", ""),
+                model_map=parse_model_map(getattr(settings, "remote_model_map", [])),
+                timeout=getattr(settings, "remote_timeout", 5.0), retries=getattr(settings, "remote_retries", 2),
+                breaker_seconds=getattr(settings, "remote_breaker_seconds", 5.0))
+        except ValueError as error:
+            raise ApiError(str(error), 500) from None
+        values["remote_fallback"] = getattr(settings, "remote_fallback", False)
     values.update(overrides)
     return EngineOptions(**values)
 
@@ -92,6 +107,9 @@ def compile_engine(weights: Path, model_id: str, options: EngineOptions, platfor
     info = platform or current_platform()
     if choice is None:
         choice = choose_backend(info, options.backend, options.precision)
+    uncached = _UNCACHED_BACKENDS.get(choice.backend)
+    if uncached is not None:
+        return uncached(Path(weights), model_id, options, info)
     fingerprint = info.fingerprint()
     onnx_bytes = Path(weights).read_bytes()
     fallback: str | None = choice.reason if choice.fell_back else None
@@ -109,23 +127,34 @@ def compile_engine(weights: Path, model_id: str, options: EngineOptions, platfor
     return engine
 
 
+def _remote(weights: Path, model_id: str, options: EngineOptions, info: PlatformInfo) -> Engine:
+    """A KServe v2 server runs the model; with `remote_fallback`, this box's own best engine stands by."""
+    if options.remote is None or not options.remote.url:
+        raise ApiError("backend remote needs remote_url (e.g. grpc://triton.lan:8001)", 500)
+    fallback = None
+    if options.remote_fallback:
+        fallback = compile_engine(weights, model_id, replace(options, backend="auto", remote=None), info)
+    return RemoteEngine(weights, model_id, options.remote, fallback=fallback)
+
+
+# Backends that compile nothing into the engine cache, by BackendChoice.backend.
+_UNCACHED_BACKENDS = {"remote": _remote}
+
+
 class RecentBuildFailure(Exception):
     """TensorRT is not tried for a model whose build failed within `trt_retry_hours`."""
 
 
 def _check_recent_failure(cache: EngineCache, model_id: str, inputs: KeyInputs, retry_hours: float) -> None:
     failure = cache.last_failure(model_id, inputs)
-    if failure is None or retry_hours <= 0:
+    if failure is None or retry_due(failure, retry_hours * 3600):
+        if failure is not None:
+            log.info("retrying the TensorRT build of %s, which failed at %s", model_id, failure.get("failed"))
         return
-    retry_at = failure["failed_unix"] + retry_hours * 3600
-    if time.time() >= retry_at:
-        log.info("retrying the TensorRT build of %s, which failed at %s", model_id, failure.get("failed"))
-        return
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retry_at))
     raise RecentBuildFailure(
         f"TensorRT skipped for {model_id}: its build failed at {failure.get('failed')} "
-        f"({str(failure.get('reason'))[:300]}); next try after {when} (EDGE_DAEMON_TRT_RETRY_HOURS), "
-        f"or now with `edge-daemon models build {model_id}`")
+        f"({str(failure.get('reason'))[:300]}); next try after {utc_text(retry_at(failure, retry_hours * 3600))} "
+        f"(EDGE_DAEMON_TRT_RETRY_HOURS), or now with `edge-daemon models build {model_id}`")
 
 
 def _versions(**extra: str) -> dict[str, Any]:

@@ -77,4 +77,6 @@ class OnnxRuntimeEngine:
         return [np.asarray(out, dtype=np.float32) if out.dtype == np.float16 else out for out in outputs]
 
     def close(self) -> None:
-        """Nothing to free by hand: the session goes with the object."""
+        """Release the session (weights, memory arena) now: an unloaded or refused model must not keep its
+        memory until the garbage collector reaches whatever still refers to this engine."""
+        self.session = None  # type: ignore[assignment]

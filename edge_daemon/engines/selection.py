@@ -16,7 +16,7 @@ from edge_daemon.platform.probe import PlatformInfo
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "remote")  # remote: a KServe v2 server (remote_engine.py)
 PRECISIONS = ("auto", "fp16", "fp32")
 # Fast FP16 arrived with compute capability 5.3 on Tegra (Nano/TX1) and 7.0 on discrete GPUs (Volta);
 # 6.0 (P100) also has it but is no edge part. TensorRT's `platform_has_fast_fp16` has the last word at build.
@@ -26,7 +26,7 @@ DISCRETE_FAST_FP16 = (7, 0)
 
 @dataclass(frozen=True)
 class BackendChoice:
-    backend: str                      # "tensorrt" | "onnxruntime"
+    backend: str                      # "tensorrt" | "onnxruntime" | "remote"
     providers: tuple[str, ...]        # ONNX Runtime providers (also the fallback when TensorRT fails later)
     precision: str                    # "fp16" | "fp32"
     cuda_binding: str | None          # "pycuda" | "cuda.bindings" when backend is tensorrt
@@ -98,7 +98,7 @@ def _precision(info: PlatformInfo, requested: str) -> tuple[str, str]:
 
 
 def choose_backend(info: PlatformInfo, requested: str = "auto", precision: str = "auto") -> BackendChoice:
-    """The backend, ONNX Runtime providers and precision for this box; `requested` in auto|tensorrt|onnxruntime."""
+    """The backend, ONNX Runtime providers and precision for this box; `requested` in auto|tensorrt|onnxruntime|remote."""
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {requested!r}")
     if precision not in PRECISIONS:
@@ -108,6 +108,9 @@ def choose_backend(info: PlatformInfo, requested: str = "auto", precision: str =
     if requested == "onnxruntime":
         return BackendChoice("onnxruntime", providers, "fp32", None,
                              f"ONNX Runtime on the {ort_device} as configured", requested)
+    if requested == "remote":
+        return BackendChoice("remote", providers, "fp32", None,
+                             "a KServe v2 inference server (remote_url) as configured", requested)
     blocker = tensorrt_blocker(info)
     if blocker is None:
         chosen_precision, precision_reason = _precision(info, precision)

@@ -183,3 +183,8 @@ def _read_bounded(response: http.client.HTTPResponse, policy: UrlPolicy, deadlin
             raise PayloadTooLarge(f"image at URL is larger than the {policy.max_bytes}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
+    """Public form of the host check, for other network clients (camera streams, their sinks)."""
+    return _resolve_checked(host, port, policy)

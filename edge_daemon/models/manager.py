@@ -4,7 +4,8 @@ Loading runs in a background thread per model (`downloading` → `loading` → `
 download or build never blocks other models. Requests for a model that is not ready wait up to
 `load_wait` seconds, then get 503 with `Retry-After`. Concurrent first requests share one job (and a file
 lock serialises downloads across processes sharing the cache). Once cached, a model is served without the
-network or a key.
+network or a key. A failed load is remembered (`load_failures.py`): until a retry makes sense, requests get
+the same error at once and nothing is loaded again.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import Protocol
 from edge_daemon.backpressure import EngineGate
 from edge_daemon.config import Settings
 from edge_daemon.engines import create_engine, engine_options
-from edge_daemon.errors import ApiError, BadGateway, ModelArtifactError, NotFound, ServiceUnavailable
+from edge_daemon.errors import ApiError, BadGateway, ModelArtifactError, NotFound, ServiceUnavailable, stage
+from edge_daemon.failures import Record, utc_text
 from edge_daemon.inference import LoadedModel
-from edge_daemon.models.metadata import read_metadata
+from edge_daemon.models.load_failures import LoadFailures, as_error
+from edge_daemon.models.metadata import ENVIRONMENT, MODEL_TYPE, read_metadata
 from edge_daemon.models.registry_client import RegistryClient
-from edge_daemon.models.store import BUNDLED_ROOT, ENVIRONMENT, MODEL_TYPE, WEIGHTS, ModelId, ModelStore, verify_folder
+from edge_daemon.models.store import BUNDLED_ROOT, WEIGHTS, ModelId, ModelStore, verify_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ModelEvents(Protocol):
     def model_state(self, model_id: str, state: str) -> None: ...
     def model_downloaded(self, model_id: str, size: int, seconds: float) -> None: ...
     def model_loaded(self, model_id: str, source: str, seconds: float) -> None: ...
+    def model_load_failed(self, model_id: str, reason: str) -> None: ...
+    def model_forgotten(self, model_id: str) -> None: ...
 
 
 @dataclass
@@ -52,6 +57,10 @@ class ModelStatus:
     source: str | None = None  # local | cache | registry
     error: str | None = None
     bytes_downloaded: int = 0
+    reason: str | None = None  # failed: the step that failed (metadata, engine, warmup, layout, registry, ...)
+    next_try: float | None = None  # failed: when a request may load it again (unix time)
+    attempts: int = 0
+    status: int | None = None  # failed: the HTTP status its requests get
 
     def as_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"state": self.state, "since": round(self.since, 3),
@@ -62,6 +71,9 @@ class ModelStatus:
             data["error"] = self.error
         if self.bytes_downloaded:
             data["bytes_downloaded"] = self.bytes_downloaded
+        if self.state == "failed":
+            data.update(reason=self.reason, attempts=self.attempts,
+                        next_try=utc_text(self.next_try) if self.next_try else None)
         return data
 
 
@@ -69,7 +81,8 @@ class _LoadJob:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.model: LoadedModel | None = None
-        self.error: BaseException | None = None
+        self.failure: Record | None = None  # never the exception: its traceback would keep the engine alive
+        self.folder: Path | None = None  # where the model's files were found
 
 
 class ModelManager:
@@ -88,32 +101,42 @@ class ModelManager:
         self._jobs: dict[str, _LoadJob] = {}
         self._statuses: dict[str, ModelStatus] = {}
         self._guard = threading.Lock()
+        self.failures = LoadFailures(settings.cache_path, settings.model_retry_seconds, on_forget=self._forgotten)
         self.downloads = 0
         self.evictions = 0
         self.engine_loads = 0
 
     # ----- public -----------------------------------------------------------------------------------
-    def get(self, model_id: ModelId, api_key: str | None = None, wait: float | None = None) -> LoadedModel:
-        """The loaded model, starting its load if needed and waiting up to `wait` (default: load_wait) s."""
+    def get(self, model_id: ModelId, api_key: str | None = None, wait: float | None = None,
+            force: bool = False) -> LoadedModel:
+        """The loaded model, starting its load if needed and waiting up to `wait` (default: load_wait) s.
+
+        A model whose load failed answers that failure at once until a retry could help; `force` retries now.
+        """
         key = str(model_id)
         with self._guard:
             model = self._loaded.get(key)
             if model is not None:
                 self._loaded.move_to_end(key)
                 return model
-        job = self.start_loading(model_id, api_key)
+        api_key = api_key or self.settings.api_key or None
+        if not force:
+            remembered = self.failures.still_failing(key, self.find_folder(model_id), api_key)
+            if remembered is not None:
+                raise as_error(remembered)
+        job = self.start_loading(model_id, api_key, force=force)
         timeout = self.settings.load_wait if wait is None else wait
         if not job.done.wait(timeout):
             status = self.status(key)
             state = status.state if status else "loading"
             raise ServiceUnavailable(f"model {key} is still {state}; retry shortly", headers={"Retry-After": "5"})
-        if job.error is not None:
-            raise job.error
+        if job.failure is not None:
+            raise as_error(job.failure)
         assert job.model is not None
         return job.model
 
-    def start_loading(self, model_id: ModelId, api_key: str | None = None) -> _LoadJob:
-        """Start (or join) the background load of a model; returns its job."""
+    def start_loading(self, model_id: ModelId, api_key: str | None = None, force: bool = False) -> _LoadJob:
+        """Start (or join) the background load of a model; returns its job. `force`: even if it failed lately."""
         key = str(model_id)
         with self._guard:
             job = self._jobs.get(key)
@@ -125,9 +148,17 @@ class ModelManager:
                     return job
                 self._jobs[key] = job
                 self._set_state(key, "loading")
-                threading.Thread(target=self._run_job, args=(model_id, job, api_key or self.settings.api_key or None),
+                threading.Thread(target=self._run_job,
+                                 args=(model_id, job, api_key or self.settings.api_key or None, force),
                                  name=f"load {key}", daemon=True).start()
             return job
+
+    def find_folder(self, model_id: ModelId) -> Path | None:
+        """Where the model's files are now (local stores first, then the cache), or None."""
+        for store in [*self.local_stores, self.cache]:
+            if store.has(model_id):
+                return store.folder(model_id)
+        return None
 
     def loaded(self) -> list[LoadedModel]:
         with self._guard:
@@ -140,6 +171,12 @@ class ModelManager:
     def status(self, model_id: str) -> ModelStatus | None:
         with self._guard:
             return self._statuses.get(model_id)
+
+    def failed(self) -> list[dict[str, object]]:
+        """Models whose last load failed, with what their requests get until the next try."""
+        return [{"model_id": key, "status": status.status, "message": status.error, "reason": status.reason,
+                 "attempts": status.attempts, "next_try": utc_text(status.next_try) if status.next_try else None}
+                for key, status in sorted(self.statuses().items()) if status.state == "failed"]
 
     def unload(self, model_id: ModelId) -> bool:
         with self._guard:
@@ -184,31 +221,56 @@ class ModelManager:
         except Exception:
             log.exception("model event listener failed on %s", event)
 
-    def _run_job(self, model_id: ModelId, job: _LoadJob, api_key: str | None) -> None:
+    def _run_job(self, model_id: ModelId, job: _LoadJob, api_key: str | None, force: bool) -> None:
         key = str(model_id)
         started = time.perf_counter()
+        remembered = None if force else self.failures.still_failing(key, self.find_folder(model_id), api_key)
+        if remembered is not None:  # e.g. a preload of a model refused before a restart
+            self._finish_failed(key, job, remembered)
+            return
         try:
-            model, source = self._load(model_id, api_key)
-            with self._guard:
-                self._loaded[key] = model
-                self._evict_beyond_limit()
-                self._jobs.pop(key, None)
-                self._set_state(key, "ready", source=source)
-            job.model = model
-            self._emit("model_loaded", key, source, time.perf_counter() - started)
-            log.info("model %s ready (%s, %.2f s)", key, source, time.perf_counter() - started)
+            model, source = self._load(model_id, api_key, job)
         except BaseException as error:
-            job.error = error
-            message = error.message if isinstance(error, ApiError) else error.__class__.__name__
-            with self._guard:
-                self._jobs.pop(key, None)
-                self._set_state(key, "failed", error=message)
             if not isinstance(error, ApiError):
                 log.error("loading %s failed", key, exc_info=error)
+            failure = self.failures.remember(key, job.folder, api_key, error)
+            del error  # the traceback holds the half-built model's frames: let it go now
+            log.warning("loading %s failed: %s (%s); next try after %s or when its files change", key,
+                        failure["message"], failure["stage"], utc_text(self.failures.next_try(failure)))
+            self._emit("model_load_failed", key if failure["status"] != 404 else "", str(failure["stage"]))
+            self._finish_failed(key, job, failure)
+            return
+        with self._guard:
+            self._loaded[key] = model
+            self._evict_beyond_limit()
+            self._jobs.pop(key, None)
+            self._set_state(key, "ready", source=source)
+        self.failures.forget(key)
+        job.model = model
+        job.done.set()
+        self._emit("model_loaded", key, source, time.perf_counter() - started)
+        log.info("model %s ready (%s, %.2f s)", key, source, time.perf_counter() - started)
+
+    def _finish_failed(self, key: str, job: _LoadJob, failure: Record) -> None:
+        job.failure = failure
+        with self._guard:
+            self._jobs.pop(key, None)
+            if failure["status"] == 404:  # exists nowhere: a made-up id leaves no state and no metric labels
+                self._statuses.pop(key, None)
             else:
-                log.warning("loading %s failed: %s", key, message)
-        finally:
-            job.done.set()
+                self._set_state(key, "failed", error=str(failure["message"]), reason=str(failure["stage"]),
+                                status=int(failure["status"]), next_try=self.failures.next_try(failure),
+                                attempts=int(failure["attempts"]))
+        if failure["status"] == 404:
+            self._emit("model_forgotten", key)
+        job.done.set()
+
+    def _forgotten(self, model_id: str) -> None:
+        """A remembered failure was dropped (retry due, files changed, evicted): its failed state goes too."""
+        with self._guard:
+            status = self._statuses.get(model_id)
+            if status is not None and status.state == "failed":
+                del self._statuses[model_id]
 
     def _evict_beyond_limit(self) -> None:
         """Unload least-recently-used models over the limit; their files stay in the cache."""
@@ -220,43 +282,51 @@ class ModelManager:
             log.info("unloaded %s (least recently used; files stay cached)", evicted)
 
     # ----- resolution -------------------------------------------------------------------------------
-    def _load(self, model_id: ModelId, api_key: str | None) -> tuple[LoadedModel, str]:
+    def _load(self, model_id: ModelId, api_key: str | None, job: _LoadJob) -> tuple[LoadedModel, str]:
         for store in self.local_stores:
             if store.has(model_id):
-                folder = store.folder(model_id)
-                verify_folder(folder)
+                job.folder = store.folder(model_id)
+                with stage("files"):
+                    verify_folder(job.folder)
                 log.info("loading %s from local store %s", model_id, store.root)
-                return self._instantiate(model_id, folder), "local"
+                return self._instantiate(model_id, job.folder), "local"
         with self._cache_lock(model_id):
             if self.cache.has(model_id):
                 try:
                     folder = self.cache.folder(model_id)
                     verify_folder(folder)
                     log.info("loading %s from cache", model_id)
+                    job.folder = folder
                     return self._instantiate(model_id, folder), "cache"
                 except ModelArtifactError as error:
                     log.warning("cached %s is unusable (%s); fetching it again", model_id, error.message)
                     self.cache.remove(model_id)
-            folder = self.download(model_id, api_key)
+                    job.folder = None
+            with stage("registry"):
+                job.folder = self.download(model_id, api_key)
             try:
-                return self._instantiate(model_id, folder), "registry"
+                return self._instantiate(model_id, job.folder), "registry"
             except ModelArtifactError as error:
                 self.cache.remove(model_id)
-                raise BadGateway(f"the model registry served an unusable model for {model_id}: "
-                                 f"{error.message}") from None
+                job.folder = None
+                raised = BadGateway(f"the model registry served an unusable model for {model_id}: {error.message}")
+                raised.failure_stage = getattr(error, "failure_stage", "registry")  # type: ignore[attr-defined]
+                raise raised from None
 
     def _instantiate(self, model_id: ModelId, folder: Path) -> LoadedModel:
         """Compile (or load from the engine cache) the engine for this device, then wrap it for serving."""
         self._set_state(str(model_id), "building")
         self.engine_loads += 1
-        metadata = read_metadata(folder, str(model_id))
+        with stage("metadata"):
+            metadata = read_metadata(folder, str(model_id))
         resize = metadata.preprocessing.get("resize") or {}
         try:
             input_hw = (int(resize["height"]), int(resize["width"]))
         except (KeyError, TypeError, ValueError):
             input_hw = None
-        engine = create_engine(folder / WEIGHTS, model_id=str(model_id),
-                               options=engine_options(self.settings, input_hw=input_hw))
+        with stage("engine"):
+            engine = create_engine(folder / metadata.weights, model_id=str(model_id),
+                                   options=engine_options(self.settings, input_hw=input_hw))
         return LoadedModel(str(model_id), folder, engine=engine, gate=self.gate, metadata=metadata,
                            batch_window=self.settings.batch_window_ms / 1000, max_batch=self.settings.max_batch)
 

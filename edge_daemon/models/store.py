@@ -2,10 +2,11 @@
 
 Layout (the same for the bundled models, a user's `--models-dir` and the download cache):
 
-    <root>/<project>/<version>/weights.onnx
-                              /environment.json
-                              /model_type.json
+    <root>/<project>/<version>/weights.onnx      (or best.onnx, yolov5s_weights.onnx: Roboflow's cache names)
+                              /environment.json + model_type.json         Roboflow's classic metadata, or
+                              /inference_config.json + model_config.json  its package format (metadata.py)
                               /class_names.txt   (optional)
+                              /keypoints_metadata.json (keypoint models)
                               /manifest.json     {"model_id": ..., "files": {name: sha256}}
 
 A folder appears in the cache only by `os.rename` of a complete, verified temporary folder, so a crash or
@@ -24,12 +25,12 @@ from pathlib import Path
 
 from edge_daemon.errors import BadRequest, ModelArtifactError
 from edge_daemon.hashing import sha256_file
+from edge_daemon.models.metadata import ENVIRONMENT, INFERENCE_CONFIG, MODEL_CONFIG, MODEL_TYPE, WEIGHTS_NAMES
 
-WEIGHTS = "weights.onnx"
-ENVIRONMENT = "environment.json"
-MODEL_TYPE = "model_type.json"
+WEIGHTS = "weights.onnx"  # the name downloads and imports are written under
 MANIFEST = "manifest.json"
-REQUIRED_FILES = (WEIGHTS, ENVIRONMENT, MODEL_TYPE)
+# Each model needs one file of each group: weights, preprocessing metadata, task and architecture.
+REQUIRED_FILES = (WEIGHTS_NAMES, (ENVIRONMENT, INFERENCE_CONFIG), (MODEL_TYPE, MODEL_CONFIG))
 BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "default_models"
 
 _ID_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -67,9 +68,9 @@ def write_manifest(folder: Path, model_id: ModelId) -> None:
 
 def verify_folder(folder: Path) -> None:
     """Check required files exist and match the manifest; raise ModelArtifactError naming what is wrong."""
-    for name in REQUIRED_FILES:
-        if not (folder / name).is_file():
-            raise ModelArtifactError(f"model files incomplete: {name} is missing")
+    for names in REQUIRED_FILES:
+        if not any((folder / name).is_file() for name in names):
+            raise ModelArtifactError(f"model files incomplete: {' or '.join(names)} is missing")
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         return  # a user's hand-made folder may have no manifest; nothing to check against
@@ -95,15 +96,15 @@ class ModelStore:
         return self.root / model_id.project / model_id.version
 
     def has(self, model_id: ModelId) -> bool:
-        return (self.folder(model_id) / WEIGHTS).is_file()
+        folder = self.folder(model_id)
+        return any((folder / name).is_file() for name in WEIGHTS_NAMES)
 
     def list_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        found = []
-        for weights in sorted(self.root.glob(f"*/*/{WEIGHTS}")):
-            found.append(f"{weights.parent.parent.name}/{weights.parent.name}")
-        return found
+        found = {f"{weights.parent.parent.name}/{weights.parent.name}"
+                 for name in WEIGHTS_NAMES for weights in self.root.glob(f"*/*/{name}")}
+        return sorted(found)
 
     def staging_folder(self) -> Path:
         """A fresh temporary folder on the store's filesystem, so the final rename is atomic. Its name

@@ -1,14 +1,15 @@
 """Preprocessing driven by the model's Roboflow PREPROCESSING metadata, and the geometry to undo it.
 
-Order as in Roboflow's classic stack: (EXIF orientation at decode) → static crop → contrast → grayscale →
-resize (stretch or letterbox) → BGR→RGB, NCHW float32, normalised. Each image's `Geometry` records exactly
-what was done so boxes and polygons map back to original-image pixels.
+Order as in Roboflow's stacks: (EXIF orientation at decode) → static crop → contrast → grayscale → resize
+(stretch, letterbox, letterbox with reflected edges, or a centre crop) → colour order, NCHW float32, scaled
+and normalised as the model's family (or its metadata) says. Each image's `Geometry` records exactly what was
+done so boxes, keypoints and polygons map back to original-image pixels.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import cv2
@@ -18,8 +19,30 @@ from edge_daemon.images.decode import DecodedImage, DecodeTarget
 
 log = logging.getLogger(__name__)
 
-ResizeMode = Literal["stretch", "letterbox"]
+ResizeMode = Literal["stretch", "letterbox", "letterbox-reflect", "center-crop"]
 _PAD_COLOURS = {"black": 0, "white": 255, "grey": 114, "gray": 114}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How uint8 pixels become network input: colour order, then (x * scale - mean) / std per channel."""
+
+    colour: str = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def overridden(self, **changes: object) -> InputSpec:
+        """This spec with the given fields replaced, where they are not None (metadata that declares them)."""
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-channel multiplier and offset, or None when a plain scale does (no mean/std)."""
+        if self.mean is None and self.std is None:
+            return None
+        mean = np.asarray(self.mean or (0.0, 0.0, 0.0), np.float32)
+        std = np.asarray(self.std or (1.0, 1.0, 1.0), np.float32)
+        return (np.float32(self.scale) / std).reshape(3, 1, 1), (-mean / std).reshape(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,10 @@ class Geometry:
         np.clip(out[:, 1::2], 0, self.original_height, out=out[:, 1::2])
         return np.round(out)
 
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        """Map Nx2 network points (x, y) to original pixels exactly as box corners are mapped."""
+        return self.boxes_to_original(np.concatenate([points, points], axis=1))[:, :2]
+
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
         return (self.pad_x, self.pad_y, self.pad_x + self.crop_width * self.scale_x,
@@ -88,16 +115,21 @@ def _enabled(step: Any) -> bool:
 
 
 def resize_settings(preprocessing: dict[str, Any]) -> tuple[ResizeMode, int]:
-    """Resize mode and pad value from a Roboflow resize `format` string."""
+    """Resize mode and pad value from a Roboflow resize `format` string (a package's `padding_value` wins)."""
     resize = preprocessing.get("resize")
     if not _enabled(resize):
         return "stretch", 0
     text = str(resize.get("format", "Stretch to")).lower()
+    declared_pad = resize.get("padding_value")
     if text.startswith("stretch"):
         return "stretch", 0
+    if text.startswith("center crop"):
+        return "center-crop", int(declared_pad or 0)
+    if "(reflect edges)" in text:  # Roboflow's default stack reflects; its classic stack padded black
+        return "letterbox-reflect", 0
     for colour, value in _PAD_COLOURS.items():
         if f"({colour} edges)" in text:
-            return "letterbox", value
+            return "letterbox", int(declared_pad) if declared_pad is not None else value
     if text.startswith(("fit", "fill")):
         log.warning("resize format %r is served as a black-edge letterbox", resize.get("format"))
         return "letterbox", 0
@@ -109,16 +141,14 @@ class Preprocessor:
     """Turns decoded BGR images into the network's input tensor for one model."""
 
     def __init__(self, preprocessing: dict[str, Any], input_width: int, input_height: int,
-                 normalisation: Literal["unit", "symmetric"] = "unit"):
+                 spec: InputSpec | None = None):
         self.preprocessing = preprocessing
         self.input_width = input_width
         self.input_height = input_height
         self.mode, self.pad_value = resize_settings(preprocessing)
-        # 'unit': x/255 (detectors); 'symmetric': (x/255 - 0.5)/0.5 = x/127.5 - 1 (Roboflow classifiers).
-        if normalisation == "symmetric":
-            self._scale, self._offset = np.float32(1.0 / 127.5), np.float32(1.0)
-        else:
-            self._scale, self._offset = np.float32(1.0 / 255.0), np.float32(0.0)
+        self.spec = spec or InputSpec()
+        self._scale = np.float32(self.spec.scale)
+        self._affine = self.spec.affine()
 
     def auto_orient(self, switches: PreprocSwitches) -> bool:
         """EXIF orientation applies when the model's metadata has an auto-orient step (as Roboflow does)."""
@@ -161,7 +191,9 @@ class Preprocessor:
         """How small a JPEG may be decoded for this model; None where a static crop needs full detail."""
         if _enabled(self.preprocessing.get("static-crop")) and not switches.disable_static_crop:
             return None
-        return DecodeTarget(self.input_width, self.input_height, self.mode == "letterbox")
+        if self.mode == "center-crop":  # crops pixels out of the full-size image: never decode smaller
+            return None
+        return DecodeTarget(self.input_width, self.input_height, self.mode != "stretch")
 
     def prepare(self, decoded: DecodedImage | np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
         """Return the HxWx3 BGR uint8 network-size image and its geometry."""
@@ -184,15 +216,38 @@ class Preprocessor:
             geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
                                 target_w / width, target_h / height, 0, 0, ratio_x, ratio_y)
             return resized, geometry
+        if self.mode == "center-crop":
+            return self._centre_crop(image, original_width, original_height, crop_x, crop_y, ratio_x, ratio_y)
         scale = min(target_w / width, target_h / height)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        # Sizes truncated, as Roboflow's stacks do (451x300 into 320 gives 212 rows, not 213); the epsilon
+        # keeps the side that sets the scale from losing a row to floating point (320.0 stored as 319.99...).
+        new_w = max(1, min(target_w, int(width * scale + 1e-6)))
+        new_h = max(1, min(target_h, int(height * scale + 1e-6)))
         pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
-        canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
-        canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
-                                                                      interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        if self.mode == "letterbox-reflect":
+            canvas = cv2.copyMakeBorder(resized, pad_y, target_h - new_h - pad_y, pad_x, target_w - new_w - pad_x,
+                                        cv2.BORDER_REFLECT_101 if min(new_w, new_h) > 1 else cv2.BORDER_REPLICATE)
+        else:
+            canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
+            canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
         geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
                             new_w / width, new_h / height, pad_x, pad_y, ratio_x, ratio_y)
         return canvas, geometry
+
+    def _centre_crop(self, image: np.ndarray, original_width: int, original_height: int, crop_x: int, crop_y: int,
+                     ratio_x: float, ratio_y: float) -> tuple[np.ndarray, Geometry]:
+        """The network-size window at the centre of the image, no resize (padded where the image is smaller)."""
+        height, width = image.shape[:2]
+        target_w, target_h = self.input_width, self.input_height
+        offset_x, offset_y = (width - target_w) // 2, (height - target_h) // 2  # negative: the image is smaller
+        canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
+        src_x, src_y = max(0, offset_x), max(0, offset_y)
+        dst_x, dst_y = max(0, -offset_x), max(0, -offset_y)
+        copy_w, copy_h = min(width - src_x, target_w - dst_x), min(height - src_y, target_h - dst_y)
+        canvas[dst_y:dst_y + copy_h, dst_x:dst_x + copy_w] = image[src_y:src_y + copy_h, src_x:src_x + copy_w]
+        return canvas, Geometry(original_width, original_height, crop_x, crop_y, width, height, 1.0, 1.0,
+                                -offset_x, -offset_y, ratio_x, ratio_y)
 
     def to_tensor(self, images: list[np.ndarray]) -> np.ndarray:
         """Stack network-size BGR images into one NCHW float32 RGB batch, normalised.
@@ -202,9 +257,13 @@ class Preprocessor:
         """
         height, width = images[0].shape[:2]
         batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+        swap = self.spec.colour == "rgb"
         for index, image in enumerate(images):
-            batch[index] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
-        batch *= self._scale
-        if self._offset:
-            batch -= self._offset
+            batch[index] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if swap else image).transpose(2, 0, 1)
+        if self._affine is None:
+            batch *= self._scale
+        else:
+            multiplier, offset = self._affine
+            batch *= multiplier
+            batch += offset
         return batch

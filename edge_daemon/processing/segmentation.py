@@ -15,7 +15,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge_daemon.errors import ModelArtifactError
+from edge_daemon.processing.detection import Detections
+from edge_daemon.processing.preprocess import Geometry
 
 MaskDecodeMode = Literal["accurate", "fast", "tradeoff"]
 
@@ -30,6 +31,9 @@ class MaskPatch:
     y0: float
     step_x: float
     step_y: float
+    # When the mask lies on the original image's pixel grid: its top-left pixel (column, row) there, so an
+    # RLE can be read off it exactly rather than through its outline.
+    pixel_origin: tuple[int, int] | None = None
 
     def contours(self, largest_only: bool = True, output_px_per_mask_px: float = 1.0) -> list[np.ndarray]:
         """External contours as (n, 2) float arrays in network-input pixels; the largest first.
@@ -90,7 +94,7 @@ def resolution(mode: MaskDecodeMode, tradeoff_factor: float, proto_scale: float)
 
 
 def _sigmoid(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-values))
+    return 1.0 / (1.0 + np.exp(-np.clip(values, -80, 80)))  # clipped: exp overflows float32 past 88
 
 
 def mask_patch(coefficients: np.ndarray, prototypes: np.ndarray, box: np.ndarray, valid: tuple[float, float, float, float],
@@ -184,12 +188,99 @@ def _compress_counts(counts: list[int]) -> str:
     return "".join(chars)
 
 
-def find_prototypes(outputs: list[np.ndarray]) -> tuple[int, int]:
-    """Indices of (predictions, prototypes) among a segmentation model's outputs: protos are the 4-D one."""
-    four_d = [i for i, out in enumerate(outputs) if out.ndim == 4]
-    three_d = [i for i, out in enumerate(outputs) if out.ndim == 3]
-    if len(four_d) != 1 or len(three_d) != 1:
-        shapes = [list(out.shape) for out in outputs]
-        raise ModelArtifactError(f"segmentation models need a [B, C, N] output and [B, nm, mh, mw] prototypes, "
-                                 f"got {shapes}")
-    return three_d[0], four_d[0]
+def prediction_and_prototypes(shapes: list[tuple[int, ...]]) -> tuple[int, int] | None:
+    """Indices of (predictions, prototypes) among one image's output shapes: the predictions are the first
+    2-D output, the prototypes the only 3-D `[nm, mh, mw]` one (YOLOv7-seg's extra 4-D outputs are ignored;
+    its prototypes are output 4 of 5). None when the outputs are not shaped so."""
+    two_d = [index for index, shape in enumerate(shapes) if len(shape) == 2]
+    three_d = [index for index, shape in enumerate(shapes) if len(shape) == 3]
+    if not two_d or len(three_d) != 1:
+        return None
+    return two_d[0], three_d[0]
+
+
+def yolo_masks(found: Detections, prototypes: np.ndarray, geometry: Geometry, input_size: tuple[int, int],
+               mode: MaskDecodeMode, tradeoff_factor: float) -> list[MaskPatch]:
+    """Each detection's mask from its coefficients and the prototypes, computed only over its box.
+
+    `accurate` (the default) follows Roboflow's default stack: sigmoid(c . P) on the prototype grid, zero
+    outside the box rounded to that grid, the letterbox padding cut off there, a bilinear resize to the
+    image's own size and > 0.5. `fast` and `tradeoff` stay at (or between) prototype resolution."""
+    coefficients = found.extras if found.extras is not None else []
+    if mode == "accurate":
+        return [_yolo_mask_on_image_grid(coefficient, prototypes, box, geometry, input_size)
+                for coefficient, box in zip(coefficients, found.boxes)]
+    scale = resolution(mode, tradeoff_factor, prototypes.shape[2] / input_size[0])
+    valid = geometry.network_valid_area()
+    return [mask_patch(coefficient, prototypes, box, valid, input_size, scale)
+            for coefficient, box in zip(coefficients, found.boxes)]
+
+
+@dataclass(frozen=True)
+class MaskGrid:
+    """How a mask grid (mh, mw) covering the network input lines up with the image: the part that is image
+    (the letterbox padding cut off, rounded to the grid as Roboflow does) and the image size it stretches to."""
+
+    left: int
+    top: int
+    right: int  # exclusive
+    bottom: int
+    out_width: int  # the (cropped, decoded) image size the valid part is resized to
+    out_height: int
+
+    @classmethod
+    def of(cls, mask_h: int, mask_w: int, geometry: Geometry, input_size: tuple[int, int]) -> MaskGrid:
+        sx, sy = mask_w / input_size[0], mask_h / input_size[1]
+        new_w, new_h = round(geometry.crop_width * geometry.scale_x), round(geometry.crop_height * geometry.scale_y)
+        left, top = round(sx * geometry.pad_x), round(sy * geometry.pad_y)
+        right = mask_w - round(sx * (input_size[0] - geometry.pad_x - new_w))
+        bottom = mask_h - round(sy * (input_size[1] - geometry.pad_y - new_h))
+        return cls(max(0, left), max(0, top), min(mask_w, max(right, left + 1)), min(mask_h, max(bottom, top + 1)),
+                   geometry.crop_width, geometry.crop_height)
+
+
+def aligned_mask(values: np.ndarray, window: tuple[int, int], grid: MaskGrid, geometry: Geometry,
+                 threshold: float) -> MaskPatch:
+    """`values` (a window of the mask grid at (column, row) `window`, inside the grid's image part) resized
+    bilinearly as the whole image part would be to the image size, then > threshold; only the image pixels the
+    window can reach are computed. The window's edges replicate, so a window that stops at the image part's
+    edge behaves as the whole map's edge does, and one that stops inside it must end in a row of zeros."""
+    fx = grid.out_width / (grid.right - grid.left)
+    fy = grid.out_height / (grid.bottom - grid.top)
+    u0, v0 = window[0] - grid.left, window[1] - grid.top  # the window in the image part's coordinates
+    height, width = values.shape
+    x0 = max(0, math.floor((u0 - 0.5) * fx) - 1)
+    y0 = max(0, math.floor((v0 - 0.5) * fy) - 1)
+    x1 = min(grid.out_width, math.ceil((u0 + width + 0.5) * fx) + 1)
+    y1 = min(grid.out_height, math.ceil((v0 + height + 0.5) * fy) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return MaskPatch(np.zeros((1, 1), np.uint8), 0.0, 0.0, 1.0, 1.0)
+    # Output pixel x samples the image part at (x + 0.5) / fx - 0.5 (half-pixel centres, as a bilinear resize).
+    transform = np.array([[1 / fx, 0, (x0 + 0.5) / fx - 0.5 - u0], [0, 1 / fy, (y0 + 0.5) / fy - 0.5 - v0]])
+    resized = cv2.warpAffine(values.astype(np.float32), transform, (x1 - x0, y1 - y0),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    mask = (resized > threshold).astype(np.uint8)
+    on_original_grid = geometry.decode_ratio_x == 1.0 and geometry.decode_ratio_y == 1.0
+    return MaskPatch(mask, geometry.pad_x + x0 * geometry.scale_x, geometry.pad_y + y0 * geometry.scale_y,
+                     geometry.scale_x, geometry.scale_y,
+                     (x0 + geometry.crop_x, y0 + geometry.crop_y) if on_original_grid else None)
+
+
+def _yolo_mask_on_image_grid(coefficients: np.ndarray, prototypes: np.ndarray, box: np.ndarray,
+                             geometry: Geometry, input_size: tuple[int, int]) -> MaskPatch:
+    num_masks, mask_h, mask_w = prototypes.shape
+    grid = MaskGrid.of(mask_h, mask_w, geometry, input_size)
+    sx, sy = mask_w / input_size[0], mask_h / input_size[1]
+    bx1, by1, bx2, by2 = (int(v) for v in np.round(box * (sx, sy, sx, sy)))  # half-open, on the grid
+    # One row/column of zeros around the box (where the box crop leaves zeros) for the interpolation.
+    wx0, wy0 = max(grid.left, bx1 - 1), max(grid.top, by1 - 1)
+    wx1, wy1 = min(grid.right, bx2 + 1), min(grid.bottom, by2 + 1)
+    if wx1 <= wx0 or wy1 <= wy0:
+        return MaskPatch(np.zeros((1, 1), np.uint8), 0.0, 0.0, 1.0, 1.0)
+    values = np.zeros((wy1 - wy0, wx1 - wx0), np.float32)
+    ix0, iy0, ix1, iy1 = max(bx1, wx0), max(by1, wy0), min(bx2, wx1), min(by2, wy1)
+    if ix1 > ix0 and iy1 > iy0:
+        region = prototypes[:, iy0:iy1, ix0:ix1]
+        logits = (coefficients @ region.reshape(num_masks, -1)).reshape(iy1 - iy0, ix1 - ix0)
+        values[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0] = _sigmoid(logits.astype(np.float32))
+    return aligned_mask(values, (wx0, wy0), grid, geometry, 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import cv2
@@ -23,10 +24,14 @@ def _colour(name: str, class_id: int, colours: dict[str, str]) -> tuple[int, int
     return _PALETTE[class_id % len(_PALETTE)]
 
 
-def draw(image: np.ndarray, response: dict[str, Any], colours: dict[str, str], labels: bool, stroke: int) -> np.ndarray:
-    """A copy of `image` (BGR) with boxes, masks and labels, or the top class for classification."""
+def draw(image: np.ndarray, response: dict[str, Any], colours: dict[str, str], labels: bool, stroke: int,
+         skeletons: tuple[tuple[tuple[int, int], ...], ...] = ()) -> np.ndarray:
+    """A copy of `image` (BGR) with boxes, masks, keypoints (and their skeleton edges) and labels; the class
+    map tinted over a semantic segmentation; or the top class for classification."""
     canvas = image.copy()
     predictions = response.get("predictions")
+    if isinstance(predictions, dict) and "segmentation_mask" in predictions:
+        return _semantic(canvas, predictions, colours)
     if isinstance(predictions, dict) or "top" in response:  # classification
         text = response.get("top") or ", ".join(response.get("predicted_classes", []))
         if text:
@@ -52,6 +57,9 @@ def draw(image: np.ndarray, response: dict[str, Any], colours: dict[str, str], l
         x2 = round(prediction["x"] + prediction["width"] / 2)
         y2 = round(prediction["y"] + prediction["height"] / 2)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, stroke)
+        class_id = prediction["class_id"]
+        _keypoints(canvas, prediction.get("keypoints"), skeletons[class_id] if class_id < len(skeletons) else (),
+                   colour, stroke)
         if labels:
             text = f"{prediction['class']} {prediction['confidence']:.2f}"
             (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
@@ -60,6 +68,34 @@ def draw(image: np.ndarray, response: dict[str, Any], colours: dict[str, str], l
             cv2.putText(canvas, text, (x1 + 2, top + height + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
                         cv2.LINE_AA)
     return canvas
+
+
+def _keypoints(canvas: np.ndarray, keypoints: list[dict[str, Any]] | None, edges: tuple[tuple[int, int], ...],
+               colour: tuple[int, int, int], stroke: int) -> None:
+    """Skeleton edges between keypoints that are both present, then a dot per keypoint."""
+    if not keypoints:
+        return
+    by_index = {point["class_id"]: (round(point["x"]), round(point["y"])) for point in keypoints}
+    for start, end in edges:
+        if start in by_index and end in by_index:
+            cv2.line(canvas, by_index[start], by_index[end], colour, stroke, cv2.LINE_AA)
+    for centre in by_index.values():
+        cv2.circle(canvas, centre, 2 + stroke, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(canvas, centre, 1 + stroke, colour, -1, cv2.LINE_AA)
+
+
+def _semantic(canvas: np.ndarray, predictions: dict[str, Any], colours: dict[str, str]) -> np.ndarray:
+    """Each class's pixels tinted in its colour (the background class left as it is)."""
+    encoded = np.frombuffer(base64.b64decode(predictions["segmentation_mask"]), np.uint8)
+    classes = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+    if classes is None or classes.shape != canvas.shape[:2]:
+        return canvas
+    tint = canvas.copy()
+    for key, name in predictions.get("class_map", {}).items():
+        if name.lower() == "background":
+            continue
+        tint[classes == int(key)] = _colour(name, int(key), colours)
+    return cv2.addWeighted(tint, 0.45, canvas, 0.55, 0)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:

@@ -47,6 +47,7 @@ class ThreadedDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping.set()
+        self.app.close()  # camera streams
         self._thread.join(5)
         self.server.close()
         self.server.task_dispatcher.shutdown()

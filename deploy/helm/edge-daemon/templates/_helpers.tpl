@@ -1,0 +1,83 @@
+{{/* Names, labels and the per-class settings shared by the templates. */}}
+
+{{- define "edge-daemon.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "edge-daemon.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if contains (include "edge-daemon.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "edge-daemon.name" .) | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "edge-daemon.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edge-daemon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "edge-daemon.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "edge-daemon.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "edge-daemon.secretName" -}}
+{{- if .Values.secret.existingSecret -}}
+{{- .Values.secret.existingSecret -}}
+{{- else -}}
+{{- include "edge-daemon.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A setting's value as an environment string: lists comma-joined, whole numbers without an exponent
+(YAML numbers reach templates as float64, and 20971520 would otherwise print as 2.097152e+07).
+*/}}
+{{- define "edge-daemon.settingValue" -}}
+{{- $v := . -}}
+{{- if kindIs "slice" $v -}}
+{{- join "," $v -}}
+{{- else if and (kindIs "float64" $v) (eq $v (floor $v)) -}}
+{{- $v | int64 -}}
+{{- else -}}
+{{- $v | toString -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Settings the chart owns: they tie the pod spec together (port, volumes) or belong in the Secret. */}}
+{{- define "edge-daemon.reservedSettings" -}}
+host port models_dir cache_dir preload api_key access_keys access_keys_file
+{{- end -}}
+
+{{/* What the pull init containers and the daemon container share: settings, keys, hardening, volumes. */}}
+{{- define "edge-daemon.containerCommon" }}
+          imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+          envFrom:
+            - configMapRef:
+                name: {{ .fullname }}-{{ .class }}
+          {{- if .useSecret }}
+          env:
+            - name: EDGE_DAEMON_API_KEY
+              valueFrom:
+                secretKeyRef: {name: {{ .secretName }}, key: api-key, optional: true}
+            - name: EDGE_DAEMON_ACCESS_KEYS
+              valueFrom:
+                secretKeyRef: {name: {{ .secretName }}, key: access-keys, optional: true}
+          {{- end }}
+          securityContext:
+            allowPrivilegeEscalation: false
+            privileged: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            capabilities:
+              drop: [ALL]
+          volumeMounts:
+            - {name: cache, mountPath: /var/cache/edge-daemon}
+            - {name: models, mountPath: /var/lib/edge-daemon/models}
+            - {name: tmp, mountPath: /tmp}
+{{- end -}}

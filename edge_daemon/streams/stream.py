@@ -1,0 +1,251 @@
+"""One running stream: its grabber, its inference loop at up to `max_fps`, tracking, and its sinks."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edge_daemon.errors import ApiError
+from edge_daemon.images.url_fetch import UrlPolicy
+from edge_daemon.inference import InferenceParams
+from edge_daemon.models.store import ModelId
+from edge_daemon.processing.detection import DetectionParams
+from edge_daemon.service import InferenceService
+from edge_daemon.streams.config import StreamConfig
+from edge_daemon.streams.grabber import Frame, FrameSlot, Grabber, Status
+from edge_daemon.streams.masking import mask_url, scrub
+from edge_daemon.streams.metrics import StreamMetrics
+from edge_daemon.streams.sinks import Message, Sink, SinkStats, build_sink
+from edge_daemon.streams.sinks.sse import EventHub, SubscriberLimit
+from edge_daemon.streams.sources import OpenContext
+from edge_daemon.streams.tracking import IouTracker, Zones, zone_events
+
+log = logging.getLogger("edge_daemon.streams")
+
+# Model errors no retry fixes: unknown model, unusable model, registry refusal.
+FATAL_STATUSES = (401, 403, 404, 422)
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class StreamDeps:
+    """What every stream shares: the service (engines, batching), the address policy, the share of engine
+    slots streams may hold, metrics and the SSE connection cap."""
+
+    service: InferenceService
+    policy: UrlPolicy
+    share: threading.BoundedSemaphore
+    metrics: StreamMetrics
+    subscribers: SubscriberLimit
+
+
+class Stream:
+    def __init__(self, config: StreamConfig, deps: StreamDeps, origin: str = "api",
+                 extra_sinks: list[Sink] | None = None):
+        self.config = config
+        self.origin = origin  # "api" (persisted), "file" (the streams file) or "pipeline" (Roboflow routes)
+        self.deps = deps
+        self.status = Status()
+        self.slot = FrameSlot()
+        self.hub = EventHub(deps.subscribers)
+        self.sinks: list[Sink] = [build_sink(sink, index, config.id, deps.policy)
+                                  for index, sink in enumerate(config.sinks)] + list(extra_sinks or [])
+        # Below the stall timeout, so a read that timed out is noticed (and its stale frame refused) in time.
+        read_timeout = 0.75 * config.stall_timeout
+        context = OpenContext(config.open_timeout, read_timeout, deps.policy)
+        decode = deps.metrics.decode.labels(config.id)
+        self.grabber = Grabber(config, context, self.slot, self.status, on_state=self._state_changed,
+                               on_frame=decode.observe)
+        self._frame_age = deps.metrics.frame_age.labels(config.id)
+        self.params = InferenceParams(detection=DetectionParams(
+            confidence=config.confidence, iou_threshold=config.iou_threshold, max_detections=config.max_detections,
+            class_filter=tuple(config.classes) if config.classes else None))
+        self.model_id = ModelId.parse(config.model_id)
+        self.tracker = IouTracker() if config.tracking else None
+        self.zones = Zones([(zone.name, zone.points) for zone in config.zones])
+        self.inferred = 0
+        self.skipped = 0  # frames not inferred because the stream share was busy (counted in dropped)
+        self.latest: dict[str, Any] | None = None
+        self.latest_pixels: np.ndarray | None = None
+        self.colours: dict[str, str] = {}
+        self._signature: tuple[tuple[str, int], ...] | None = None
+        self._described = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._infer_loop, name=f"infer {config.id}", daemon=True)
+
+    # ----- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> Stream:
+        log.info("stream %s: %s %s -> %s at up to %g fps, %d sink(s)", self.config.id, self.config.kind,
+                 mask_url(self.config.source), self.config.model_id, self.config.max_fps, len(self.sinks))
+        self.grabber.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.grabber.stop(wait=1.0)
+        self._thread.join(2.0)
+        self.hub.close()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %s of stream %s", sink.label, self.config.id)
+
+    def pause(self) -> None:
+        self.grabber.pause()
+
+    def resume(self) -> None:
+        self.grabber.resume()
+
+    # ----- what the API shows -----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The minimum contract of GET /streams/{id}, plus detail."""
+        status = self.status
+        with status.lock:
+            last_frame_at = status.last_frame_at
+            described = {
+                "id": self.config.id,
+                "source": mask_url(self.config.source),
+                "model_id": self.config.model_id,
+                "state": status.state,
+                "last_error": status.last_error,
+                "last_frame_at": iso_time(last_frame_at) if last_frame_at else None,
+                "frames": {"read": status.frames_read, "inferred": self.inferred,
+                           "dropped": status.frames_dropped + self.skipped},
+                "reconnects": status.reconnects,
+                "source_info": dict(status.source_info),
+            }
+        described["origin"] = self.origin
+        return described
+
+    def describe(self) -> dict[str, Any]:
+        described = self.snapshot()
+        described["config"] = self.config.public()
+        described["sinks"] = [{"sink": label, "sent": stats.sent, "dropped": stats.dropped, "failed": stats.failed,
+                               **stats.extra} for label, stats in self.sink_stats().items()]
+        return described
+
+    def sink_stats(self) -> dict[str, SinkStats]:
+        return {sink.label: sink.stats() for sink in self.sinks}
+
+    # ----- publishing -------------------------------------------------------------------------------
+    def _publish(self, message: Message) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(message)
+            except Exception:
+                log.exception("sink %s of stream %s failed", sink.label, self.config.id)
+        self.hub.publish(message)
+
+    def _state_changed(self, state: str) -> None:
+        with self.status.lock:
+            error = self.status.last_error
+        body = orjson.dumps({"stream_id": self.config.id, "state": state, "last_error": error,
+                             "at": iso_time(time.time())})
+        self._publish(Message("state", body))
+
+    # ----- inference --------------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        interval = 1.0 / self.config.max_fps
+        next_at = time.monotonic()
+        gate = self.deps.service.gate
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            frame = self.slot.take(0.5)
+            if frame is None or self._stop.is_set():
+                continue
+            next_at = time.monotonic() + interval
+            # Interactive requests first: when HTTP requests queue for an engine, or streams already hold
+            # their share of engine slots, this frame is skipped (counted as dropped) rather than queued.
+            if gate.waiting >= max(1, gate.max_queue // 2) or not self.deps.share.acquire(timeout=interval):
+                self.skipped += 1
+                continue
+            try:
+                self._infer(frame)
+            finally:
+                self.deps.share.release()
+
+    def _infer(self, frame: Frame) -> None:
+        pixels = frame.pixels
+        height, width = pixels.shape[:2]
+        left = top = 0
+        if self.config.roi:
+            x1, y1, x2, y2 = self.config.roi
+            left, top = int(x1 * width), int(y1 * height)
+            pixels = pixels[top:max(top + 1, int(y2 * height)), left:max(left + 1, int(x2 * width))]
+        try:
+            result = self.deps.service.infer_pixels(self.model_id, [pixels], self.params)
+        except ApiError as error:
+            message = f"inference: {error.message}"
+            if error.status in FATAL_STATUSES:
+                log.error("stream %s stops: %s", self.config.id, message)
+                self.status.set("failed", message)
+                self._stop.set()
+                self.grabber.stop(wait=0)
+                self._state_changed("failed")
+            else:
+                self.status.set(self.status.state, message)
+            return
+        except Exception as error:
+            log.exception("stream %s inference failed", self.config.id)
+            self.status.set(self.status.state, scrub(f"inference: {error}", self.config.secrets()))
+            return
+        response = result.responses[0]
+        predictions = response.get("predictions")
+        if isinstance(predictions, list):
+            if left or top:
+                _shift(predictions, left, top)
+            response["image"] = {"width": width, "height": height}
+        events = self._track(predictions if isinstance(predictions, list) else [], width, height)
+        payload = {**response, "stream_id": self.config.id, "frame_timestamp": iso_time(frame.captured_at),
+                   "frame_id": frame.index}
+        if self.config.zones and isinstance(predictions, list):
+            payload["zones"] = self.zones.counts(predictions, width, height)
+        counts = Counter(p["class"] for p in predictions) if isinstance(predictions, list) else Counter()
+        signature = tuple(sorted(counts.items()))
+        changed, self._signature = signature != self._signature, signature
+        if not self._described:
+            self._described = True
+            self.colours = dict(result.model.metadata.colors)
+            for sink in self.sinks:
+                sink.describe_classes(list(result.model.metadata.class_names))
+        self._frame_age.observe(time.monotonic() - frame.monotonic)
+        with self._lock:
+            self.latest, self.latest_pixels = payload, frame.pixels
+            self.inferred += 1
+        self._publish(Message("detections", orjson.dumps(payload), changed))
+        self._publish(Message("counts", orjson.dumps(dict(counts)), changed))
+        for event in events:
+            event.update(stream_id=self.config.id, frame_timestamp=payload["frame_timestamp"])
+            self._publish(Message("events", orjson.dumps(event)))
+
+    def _track(self, predictions: list[dict[str, Any]], width: int, height: int) -> list[dict[str, Any]]:
+        if self.tracker is None:
+            return []
+        started, ended = self.tracker.update(predictions)
+        return zone_events(self.tracker, self.zones, predictions, started, ended, width, height)
+
+
+def _shift(predictions: list[dict[str, Any]], left: int, top: int) -> None:
+    """Predictions on the region of interest, moved into whole-frame coordinates."""
+    for prediction in predictions:
+        prediction["x"] += left
+        prediction["y"] += top
+        for point in prediction.get("points") or []:
+            point["x"] += left
+            point["y"] += top
