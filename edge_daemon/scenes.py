@@ -10,7 +10,7 @@ byte for byte.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -25,6 +25,19 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = (
     (240, 320), (480, 640), (600, 800),
 )
 
+# Keypoints at the shape vertices (see `_keypoints`): names per class id, and the skeleton's edges.
+KEYPOINT_NAMES: dict[int, tuple[str, ...]] = {
+    0: ("center",),
+    1: ("corner_1", "corner_2", "corner_3", "corner_4"),
+    2: ("corner_1", "corner_2", "corner_3"),
+    3: ("tip_1", "tip_2", "tip_3", "tip_4", "tip_5"),
+}
+MAX_KEYPOINTS = max(len(names) for names in KEYPOINT_NAMES.values())
+KEYPOINT_EDGES: dict[int, tuple[tuple[int, int], ...]] = {
+    cid: tuple((i, (i + 1) % len(names)) for i in range(len(names))) if len(names) > 1 else ()
+    for cid, names in KEYPOINT_NAMES.items()
+}
+
 MIN_VISIBLE_FRACTION = 0.7
 _SHIFT = 4  # sub-pixel bits for cv2.fillPoly
 _SCALE = 1 << _SHIFT
@@ -32,12 +45,19 @@ _SCALE = 1 << _SHIFT
 
 @dataclass(frozen=True)
 class SceneObject:
-    """One labelled shape; box and mask describe only its visible pixels."""
+    """One labelled shape; box and mask describe only its visible pixels.
+
+    Keypoints are the shape's vertices (all of them, occluded or not) in the box's coordinates: pixel (i, j)
+    covers [i, i+1) x [j, j+1), so a vertex drawn at pixel centre (i, j) is at (i + 0.5, j + 0.5). A keypoint
+    is visible unless a shape drawn later covers the pixel it lies in.
+    """
 
     class_id: int
     class_name: str
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 (x2/y2 exclusive)
     mask: np.ndarray  # HxW bool
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) float x, y, see order_keypoints
+    keypoints_visible: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=bool))  # (K,) bool
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,33 @@ def _shape_polygon(rng: np.random.Generator, class_id: int, cx: float, cy: float
     return np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], axis=1)
 
 
+def order_keypoints(points: np.ndarray) -> np.ndarray:
+    """Indices putting polygon vertices in the canonical order: the topmost first, then clockwise on screen.
+
+    Topmost is the smallest y (ties: smallest x); clockwise on screen is increasing atan2(y - cy, x - cx)
+    about the vertices' mean, since image y points down. A rotated square or triangle thus has one
+    well-defined first corner. Training code calls this again after flipping an image.
+    """
+    if len(points) < 2:
+        return np.arange(len(points))
+    centre = points.mean(axis=0)
+    ang = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
+    first = int(np.lexsort((points[:, 0], points[:, 1]))[0])
+    return np.argsort((ang - ang[first]) % (2 * math.pi), kind="stable")
+
+
+def _keypoints(class_id: int, poly: np.ndarray, cx: float, cy: float) -> np.ndarray:
+    """Canonically ordered keypoints (K, 2) in box coordinates: centre, corners or outer star tips."""
+    if class_id == 0:
+        pts = np.array([[cx, cy]])
+    elif class_id == 3:
+        pts = poly[0::2]  # outer tips; odd vertices are the inner notches
+    else:
+        pts = poly
+    pts = pts + 0.5  # polygon vertices are pixel-centre coordinates
+    return pts[order_keypoints(pts)]
+
+
 def _rasterise(poly: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     """Anti-aliased coverage (h, w) uint8 of a polygon inside the ROI at (x0, y0)."""
     cov = np.zeros((h, w), dtype=np.uint8)
@@ -193,6 +240,7 @@ def _render(
     _draw_clutter(rng, canvas, clutter)
     short = min(w, h)
     placed: list[tuple[int, np.ndarray, int]] = []  # (class_id, visible mask, own area)
+    keypoints: list[tuple[np.ndarray, np.ndarray]] = []  # (K, 2) points and (K,) visibility, as `placed`
     for _ in range(n_objects):
         class_id = int(rng.integers(len(CLASS_NAMES)))
         for _attempt in range(25):
@@ -227,7 +275,13 @@ def _render(
         mask[y0:y1, x0:x1] = roi_mask
         for _cid, vis, _own in placed:
             vis[y0:y1, x0:x1] &= ~roi_mask
+        for pts, kp_vis in keypoints:  # keypoints under the new shape are hidden (no random draws here)
+            ix, iy = np.floor(pts[:, 0]).astype(int) - x0, np.floor(pts[:, 1]).astype(int) - y0
+            inside = (ix >= 0) & (ix < x1 - x0) & (iy >= 0) & (iy < y1 - y0)
+            kp_vis[inside] &= ~roi_mask[iy[inside], ix[inside]]
         placed.append((class_id, mask, int(roi_mask.sum())))
+        kp = _keypoints(class_id, poly, cx, cy)
+        keypoints.append((kp, np.ones(len(kp), dtype=bool)))
         # Paint: fill colour with a shading ramp and an occasional rim.
         roi = canvas[y0:y1, x0:x1]
         under = roi[roi_mask][::4]
@@ -245,12 +299,12 @@ def _render(
             cv2.polylines(roi, [pts], True, tuple(float(v) for v in rim), 1, cv2.LINE_AA, _SHIFT)
     objects: list[SceneObject] = []
     areas: list[int] = []
-    for class_id, vis, own in placed:
+    for (class_id, vis, own), (kp, kp_vis) in zip(placed, keypoints, strict=True):
         cols, rows = np.flatnonzero(vis.any(axis=0)), np.flatnonzero(vis.any(axis=1))
         if len(cols) == 0:
             continue
         box = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
-        objects.append(SceneObject(class_id, CLASS_NAMES[class_id], box, vis))
+        objects.append(SceneObject(class_id, CLASS_NAMES[class_id], box, vis, kp, kp_vis))
         areas.append(own)
     return _degrade(rng, canvas), objects, areas
 

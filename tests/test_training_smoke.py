@@ -95,3 +95,68 @@ def test_model_dir_metadata(tmp_path: Path) -> None:
     assert config["post_processing"] == {"type": "softmax", "fused": False}
     assert set(manifest["files"]) == {"weights.onnx", "inference_config.json", "model_config.json",
                                       "class_names.txt"}
+
+
+def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:
+    """Pose mode: the shapes/1 detector read back from ONNX, plus a keypoint branch trained on its neck windows."""
+    from tools.pose_training import build_windows, train_keypoint_head
+    from tools.shapes_nets import ExportDetect, ShapesDetector, flatten_keypoints, make_anchors
+
+    detector = Path(tm.__file__).resolve().parent.parent / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"
+    model = ShapesDetector(nm=0, nk=5)
+    missing, unexpected = model.load_state_dict(tm.state_from_onnx(detector, model), strict=False)
+    assert not unexpected and missing and all(k.startswith("kpt.") for k in missing)
+    x = np.random.default_rng(1).random((1, 3, DET_SIZE, DET_SIZE), dtype=np.float32)
+    with torch.no_grad():
+        ours = ExportDetect(model.eval(), False)(torch.from_numpy(x)).numpy()
+    shipped = ort.InferenceSession(str(detector), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    np.testing.assert_allclose(ours[:, :8], shipped, rtol=1e-4, atol=1e-3)  # same detector, BatchNorm folded
+
+    data = build_windows(detector, list(range(500_000, 500_004)), workers=1, log=lambda _: None)
+    assert len(data["windows"]) > 20 and data["windows"].shape[1:] == (48, 5, 5)  # two 3x3 convs: 5x5
+    assert set(np.unique(data["keypoints"][..., 2])) <= {0.0, 1.0, 2.0}
+    head, losses = train_keypoint_head(data, iters=40, batch_size=32, log_every=0)
+    assert all(np.isfinite(losses)) and _mean(losses[-5:]) < 0.8 * _mean(losses[:5])
+    model.kpt = head
+    # Training sees windows; the export runs convolutions over whole maps: both must give the same numbers.
+    with torch.no_grad():
+        from tools.shapes_data import pose_sample
+
+        image = torch.from_numpy(pose_sample(500_000)[0][None].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+        full = flatten_keypoints(model.eval()(image)[0])[0].reshape(ANCHORS, -1)
+        one = build_windows(detector, [500_000], workers=1, log=lambda _: None)
+        part = head.forward_windows(torch.from_numpy(one["windows"]).float(), torch.from_numpy(one["cells"]))
+    anchors, _ = make_anchors()
+    idx = [int(((anchors - a).abs().sum(1) < 1e-3).nonzero()[0]) for a in torch.from_numpy(one["anchors"])]
+    np.testing.assert_allclose(full[idx].numpy(), part.numpy(), rtol=1e-3, atol=1e-3)
+
+    tm.export_pose(model, tmp_path / "pose.onnx")
+    _check_onnx(tmp_path / "pose.onnx", DET_SIZE, {"output0": [4 + 4 + 15, ANCHORS]})
+    (tmp_path / "weights.onnx").write_bytes((tmp_path / "pose.onnx").read_bytes())
+    resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
+    tm.write_model_dir(tmp_path, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
+                       {"keypoints_metadata.json": tm.keypoints_metadata()})
+    import json
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"weights.onnx", "environment.json", "model_type.json", "keypoints_metadata.json"}
+    assert manifest["files"]["keypoints_metadata.json"] == tm.sha256_file(tmp_path / "keypoints_metadata.json")
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_keypoint_windows_match_full_maps(depth: int) -> None:
+    """Training on windows equals the exported full-map convolution at every cell, borders included."""
+    from tools.shapes_nets import KeypointHead
+
+    torch.manual_seed(depth)
+    head = KeypointHead(8, 5, hidden=16, depth=depth).eval()
+    size, half = 6, depth
+    feat = torch.randn(1, 8, size, size)
+    with torch.no_grad():
+        full = head(feat)[0].reshape(15, -1).T  # (cells, 15)
+        padded = torch.nn.functional.pad(feat, (half, half, half, half))[0]
+        rows, cols = np.divmod(np.arange(size * size), size)
+        windows = torch.stack([padded[:, r:r + 2 * half + 1, c:c + 2 * half + 1] for r, c in zip(rows, cols, strict=True)])
+        cells = torch.from_numpy(np.stack([rows, cols, np.full_like(rows, size)], 1).astype(np.float32))
+        part = head.forward_windows(windows, cells)
+    np.testing.assert_allclose(part.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)

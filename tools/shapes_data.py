@@ -13,7 +13,7 @@ from multiprocessing import get_context
 import cv2
 import numpy as np
 
-from edge_daemon.scenes import encode_jpeg, generate_classification_scene, generate_scene
+from edge_daemon.scenes import MAX_KEYPOINTS, encode_jpeg, generate_classification_scene, generate_scene
 from tools.inference import letterbox
 from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_SIZE
 
@@ -50,6 +50,29 @@ def det_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return np.ascontiguousarray(img[..., ::-1]), boxes, classes, masks
 
 
+def pose_sample(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB DET_SIZE² uint8, boxes (6,4) net px, classes (6,) with -1 padding, keypoints (6, K, 3)).
+
+    Keypoint rows are x, y in network pixels and a flag: 0 = the class has no such keypoint, 1 = hidden by
+    a shape in front, 2 = visible. The image and boxes are exactly det_sample's.
+    """
+    scene = generate_scene(seed)
+    img, g = letterbox(_jpeg_roundtrip(scene.image, seed), DET_SIZE)
+    boxes = np.zeros((MAX_OBJECTS, 4), np.float32)
+    classes = np.full((MAX_OBJECTS,), -1, np.int64)
+    kpts = np.zeros((MAX_OBJECTS, MAX_KEYPOINTS, 3), np.float32)
+    for i, obj in enumerate(scene.objects[:MAX_OBJECTS]):
+        x1, y1, x2, y2 = obj.box
+        boxes[i] = [x1 * g.scale + g.pad_left, y1 * g.scale + g.pad_top,
+                    x2 * g.scale + g.pad_left, y2 * g.scale + g.pad_top]
+        classes[i] = obj.class_id
+        k = len(obj.keypoints)
+        kpts[i, :k, 0] = obj.keypoints[:, 0] * g.scale + g.pad_left
+        kpts[i, :k, 1] = obj.keypoints[:, 1] * g.scale + g.pad_top
+        kpts[i, :k, 2] = np.where(obj.keypoints_visible, 2.0, 1.0)
+    return np.ascontiguousarray(img[..., ::-1]), boxes, classes, kpts
+
+
 def cls_sample(seed: int) -> tuple[np.ndarray, int]:
     """(RGB 128x128 uint8 stretched image, label)."""
     scene = generate_classification_scene(seed)
@@ -75,6 +98,17 @@ def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarra
         "boxes": np.stack([s[1] for s in samples]),
         "classes": np.stack([s[2] for s in samples]),
         "masks": np.stack([s[3] for s in samples]),
+    }
+
+
+def build_pose_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
+    """Stack pose samples; order stays by seed."""
+    samples = _samples(pose_sample, seeds, workers)
+    return {
+        "images": np.stack([s[0] for s in samples]),
+        "boxes": np.stack([s[1] for s in samples]),
+        "classes": np.stack([s[2] for s in samples]),
+        "keypoints": np.stack([s[3] for s in samples]),
     }
 
 

@@ -17,6 +17,7 @@ from tools.shapes_layout import DET_SIZE, STRIDES
 
 NUM_CLASSES = 4
 NUM_MASK_COEFFS = 32
+NUM_KEYPOINTS = 5  # the most any class has (star tips); see edge_daemon.scenes.KEYPOINT_NAMES
 
 
 class ConvBnAct(nn.Module):
@@ -112,6 +113,46 @@ class LevelHead(nn.Module):
         return self.cls(x), self.box(x), coef
 
 
+class KeypointHead(nn.Module):
+    """Keypoints per anchor, one branch shared by all levels: `depth` 3x3 convs, a 1x1 conv, then K triples.
+
+    The outputs are raw x, y offsets (see decode_keypoints) and a visibility logit per keypoint. Sharing
+    the weights over levels keeps the file small; offsets are scaled by each level's stride. An output sees
+    a (2 * depth + 1)-wide window of its level's neck feature.
+    """
+
+    def __init__(self, c: int, nk: int, hidden: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c if i == 0 else hidden, hidden, 3, 1, 1) for i in range(depth))
+        self.mix = nn.Conv2d(hidden, hidden, 1)
+        self.out = nn.Conv2d(hidden, 3 * nk, 1)
+        nn.init.zeros_(self.out.bias)
+        self.window = 2 * depth + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.silu(conv(x))
+        return self.out(F.silu(self.mix(x)))
+
+    def forward_windows(self, windows: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """The same outputs at chosen anchors only, from (P, c, W, W) zero-padded feature windows -> (P, 3K).
+
+        `cells` (P, 3) holds each anchor's row, column and its level's map size. An intermediate output
+        outside the map is zeroed: there the full-map convolution sees the next conv's zero padding.
+        """
+        x = windows
+        for i, conv in enumerate(self.convs):
+            x = F.silu(F.conv2d(x, conv.weight, conv.bias))
+            if i < len(self.convs) - 1:
+                d = torch.arange(x.shape[-1], device=x.device) - x.shape[-1] // 2
+                rows = cells[:, 0:1] + d
+                cols = cells[:, 1:2] + d
+                size = cells[:, 2:3]
+                inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+                x = x * inside[:, None].to(x.dtype)
+        return self.out(F.silu(self.mix(x))).flatten(1)
+
+
 class ProtoHead(nn.Module):
     """Mask prototypes at stride 2.
 
@@ -134,20 +175,28 @@ class ProtoHead(nn.Module):
 
 
 class ShapesDetector(nn.Module):
-    """Detector (nm=0) or instance segmenter (nm=32) returning raw per-level maps."""
+    """Detector (nm=0), instance segmenter (nm=32) or keypoint detector (nm=0, nk=5) returning raw maps.
 
-    def __init__(self, nc: int = NUM_CLASSES, nm: int = NUM_MASK_COEFFS, c: int = 48) -> None:
+    Each level's output is (class logits, ltrb logits, mask coefficients or None, keypoints or None).
+    """
+
+    def __init__(
+        self, nc: int = NUM_CLASSES, nm: int = NUM_MASK_COEFFS, c: int = 48, nk: int = 0, kpt_hidden: int = 64,
+        kpt_depth: int = 2,
+    ) -> None:
         super().__init__()
-        self.nc, self.nm = nc, nm
+        self.nc, self.nm, self.nk = nc, nm, nk
         self.backbone = Backbone()
         self.neck = Neck(self.backbone.channels, c)
         self.heads = nn.ModuleList(LevelHead(c, nc, nm) for _ in STRIDES)
         self.proto = ProtoHead(c, self.backbone.stem_channels, nm) if nm else None
+        self.kpt = KeypointHead(c, nk, kpt_hidden, kpt_depth) if nk else None
 
     def forward(self, x: torch.Tensor) -> tuple[list, torch.Tensor | None]:
         stem, levels = self.backbone(x)
         feats = self.neck(levels)
-        outs = [head(f) for head, f in zip(self.heads, feats, strict=True)]
+        outs = [(*head(f), self.kpt(f) if self.kpt is not None else None)
+                for head, f in zip(self.heads, feats, strict=True)]
         protos = self.proto(feats[0], stem) if self.proto is not None else None
         return outs, protos
 
@@ -174,6 +223,21 @@ def flatten_levels(outs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return cls, box, coef
 
 
+def flatten_keypoints(outs: list) -> torch.Tensor:
+    """Per-level keypoint maps -> (B, N, K, 3) raw x, y offsets and visibility logits in anchor order."""
+    kpt = torch.cat([o[3].flatten(2) for o in outs], 2).transpose(1, 2)
+    return kpt.reshape(kpt.shape[0], kpt.shape[1], -1, 3)
+
+
+def decode_keypoints(raw: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+    """Raw (..., K, 3) -> keypoint x, y (..., K, 2) in network pixels: anchor + 2 * offset * stride.
+
+    Linear in the offset, as YOLOv8-pose decodes, so a keypoint may lie outside its anchor's cell or box.
+    `anchors` (..., 2) and `strides` (..., 1) broadcast over the keypoints.
+    """
+    return anchors[..., None, :] + raw[..., :2] * (2.0 * strides[..., None, :])
+
+
 def decode_ltrb(box_logits: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
     """Box logits (B, N, 4) -> x1, y1, x2, y2 in network pixels."""
     dist = F.softplus(box_logits) * strides
@@ -182,12 +246,16 @@ def decode_ltrb(box_logits: torch.Tensor, anchors: torch.Tensor, strides: torch.
 
 
 class ExportDetect(nn.Module):
-    """ONNX wrapper: output0 (B, 4+nc[+nm], N) and, for segmentation, output1 protos."""
+    """ONNX wrapper: output0 (B, 4+nc[+nm or +3K], N) and, for segmentation, output1 protos.
+
+    Keypoints (a model with nk > 0) follow YOLOv8-pose: K triples x, y (network pixels), sigmoid visibility.
+    """
 
     def __init__(self, model: ShapesDetector, with_masks: bool) -> None:
         super().__init__()
         self.model = model
         self.with_masks = with_masks
+        self.with_keypoints = model.nk > 0
         anchors, strides = make_anchors()
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("strides", strides, persistent=False)
@@ -199,6 +267,11 @@ class ExportDetect(nn.Module):
         cxcy = (xyxy[..., :2] + xyxy[..., 2:]) * 0.5
         wh = xyxy[..., 2:] - xyxy[..., :2]
         parts = [cxcy, wh, torch.sigmoid(cls)]
+        if self.with_keypoints:
+            raw = flatten_keypoints(outs)
+            xy = decode_keypoints(raw, self.anchors, self.strides)
+            kpts = torch.cat([xy, torch.sigmoid(raw[..., 2:3])], -1)
+            parts.append(kpts.reshape(kpts.shape[0], kpts.shape[1], -1))
         if self.with_masks:
             assert coef is not None and protos is not None
             parts.append(coef)

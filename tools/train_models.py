@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge_daemon.scenes import CLASS_NAMES
+from edge_daemon.scenes import CLASS_NAMES, KEYPOINT_EDGES, KEYPOINT_NAMES, MAX_KEYPOINTS
 from tools.shapes_data import build_cls_dataset, build_det_dataset
 from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_STRIDE
 from tools.shapes_nets import (
@@ -46,6 +46,7 @@ from tools.shapes_nets import (
 )
 
 DET_TRAIN_SEED0 = 0  # detection training seeds: [0, n)
+POSE_TRAIN_SEED0 = 0  # the pose model trains on the detection scenes (their keypoints)
 CLS_TRAIN_SEED0 = 0  # classification scenes use their own RNG stream
 COLORS = {"circle": "#E53935", "square": "#1E88E5", "triangle": "#43A047", "star": "#FDD835"}
 OPSET = 17
@@ -319,6 +320,50 @@ def train_detector(
     return ema.model, losses
 
 
+def state_from_onnx(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state_dict for `model` from an exported ONNX file of the same architecture (BatchNorm folded).
+
+    The exporter names each Conv node after its module path and folds BatchNorm into the conv's weight and
+    bias; each conv-BN pair is loaded as that conv plus an identity BatchNorm (mean 0, variance 1 - eps,
+    scale 1) whose shift is the folded bias. Modules the file lacks (e.g. a new branch) are left out.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    modules = dict(model.named_modules())
+    state: dict[str, torch.Tensor] = {}
+    for node in proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        parts = node.name.strip("/").split("/")[1:-1]  # drop the wrapper's "model" and the op name
+        path_parts: list[str] = []
+        for part in parts:  # "s8/s8.1/a" -> "s8.1.a": a child's name repeats its parent's
+            if path_parts and part.startswith(path_parts[-1] + "."):
+                path_parts[-1] = part
+            else:
+                path_parts.append(part)
+        name = ".".join(path_parts)
+        conv = modules[name]
+        weight = torch.from_numpy(inits[node.input[1]].copy())
+        bias = torch.from_numpy(inits[node.input[2]].copy())
+        assert weight.shape == conv.weight.shape, (name, weight.shape, conv.weight.shape)
+        state[f"{name}.weight"] = weight
+        if conv.bias is not None:
+            state[f"{name}.bias"] = bias
+            continue
+        bn_name = name.rsplit(".", 1)[0] + ".bn"
+        bn = modules[bn_name]
+        assert isinstance(bn, nn.BatchNorm2d)
+        state[f"{bn_name}.weight"] = torch.ones_like(bias)
+        state[f"{bn_name}.bias"] = bias
+        state[f"{bn_name}.running_mean"] = torch.zeros_like(bias)
+        state[f"{bn_name}.running_var"] = torch.full_like(bias, 1.0 - bn.eps)
+        state[f"{bn_name}.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    return state
+
+
 def train_classifier(
     data: dict[str, np.ndarray],
     iters: int,
@@ -406,6 +451,23 @@ def export_detector(model: ShapesDetector, path: Path, with_masks: bool) -> None
     _onnx_export(wrapper, torch.zeros(1, 3, DET_SIZE, DET_SIZE), path, outputs)
 
 
+def export_pose(model: ShapesDetector, path: Path) -> None:
+    """Write the keypoint ONNX: output0 (B, 4 + nc + 3K, N), YOLOv8-pose layout."""
+    _onnx_export(ExportDetect(model.float().eval(), False), torch.zeros(1, 3, DET_SIZE, DET_SIZE), path, ["output0"])
+
+
+def keypoints_metadata() -> list[dict[str, object]]:
+    """Roboflow's keypoints_metadata.json: per class, its keypoint names by index and skeleton edges."""
+    return [
+        {
+            "object_class_id": cid,
+            "keypoints": {str(i): name for i, name in enumerate(KEYPOINT_NAMES[cid])},
+            "edges": [{"from": a, "to": b} for a, b in KEYPOINT_EDGES[cid]],
+        }
+        for cid in range(len(CLASS_NAMES))
+    ]
+
+
 def export_classifier(model: ShapesClassifier, path: Path) -> None:
     """Write the classifier ONNX (raw logits, no softmax)."""
     _onnx_export(model.float().eval(), torch.zeros(1, 3, CLS_SIZE, CLS_SIZE), path, ["output0"])
@@ -415,10 +477,15 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_model_dir(folder: Path, model_id: str, task: str, variant: str, resize: dict) -> None:
+def write_model_dir(
+    folder: Path, model_id: str, task: str, variant: str, resize: dict, extra: dict[str, object] | None = None
+) -> None:
     """Write the metadata and manifest.json next to weights.onnx: Roboflow's classic environment.json +
-    model_type.json for the detector and segmenter; its package format (inference_config.json, which can say
-    the (x/255 - 0.5) / 0.5 normalisation the classifier was trained with) for the classifier."""
+    model_type.json for the detector, segmenter and keypoint model; its package format (inference_config.json,
+    which can say the (x/255 - 0.5) / 0.5 normalisation the classifier was trained with) for the classifier.
+
+    `extra` maps further JSON file names (keypoints_metadata.json) to their content; the manifest lists them too.
+    """
     if task == "classification":
         written = _write_package_metadata(folder, model_id, variant, resize)
     else:
@@ -432,6 +499,9 @@ def write_model_dir(folder: Path, model_id: str, task: str, variant: str, resize
         (folder / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
         (folder / "model_type.json").write_text(json.dumps(mtype, indent=2) + "\n")
         written = ["environment.json", "model_type.json"]
+    for name, content in (extra or {}).items():
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n")
+        written.append(name)
     files = {name: sha256_file(folder / name) for name in sorted(["weights.onnx", *written])}
     (folder / "manifest.json").write_text(json.dumps({"model_id": model_id, "files": files}, indent=2) + "\n")
 
@@ -469,6 +539,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(torch.save), so a later run can continue from it with --init-state")
     ap.add_argument("--init-state", type=Path, help="start the detector from a --save-state file (loaded with "
                     "weights_only=True) instead of from scratch")
+    ap.add_argument("--pose", action="store_true", help="train only the keypoint model shapes-pose/1 on top of "
+                    "the shapes/1 detector (the detector and classifier are left alone)")
+    ap.add_argument("--pose-images", type=int, default=6000)
+    ap.add_argument("--pose-iters", type=int, default=5000)
+    ap.add_argument("--pose-lr", type=float, default=2e-3)
+    ap.add_argument("--pose-hidden", type=int, default=64, help="width of the keypoint branch")
+    ap.add_argument("--pose-depth", type=int, default=2, help="3x3 convs in the keypoint branch")
+    ap.add_argument("--pose-init", default=str(REPO / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"),
+                    help="the shapes/1 detector ONNX whose backbone, neck and box/class heads the pose model keeps")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     timings: dict[str, float] = {}
@@ -476,6 +555,32 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    if args.pose:
+        from tools.pose_training import build_windows, train_keypoint_head
+
+        args.skip_det = args.skip_cls = True
+        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS, kpt_hidden=args.pose_hidden, kpt_depth=args.pose_depth)
+        model.load_state_dict(state_from_onnx(Path(args.pose_init), model), strict=False)
+        t = time.perf_counter()
+        seeds = list(range(POSE_TRAIN_SEED0, POSE_TRAIN_SEED0 + args.pose_images))
+        windows = build_windows(Path(args.pose_init), seeds, args.threads, 2 * args.pose_depth + 1, log=log)
+        timings["pose_data_s"] = time.perf_counter() - t
+        log(f"pose data: {len(windows['windows'])} anchor windows from {len(seeds)} images in {timings['pose_data_s']:.0f}s")
+        t = time.perf_counter()
+        assert model.kpt is not None
+        model.kpt, _ = train_keypoint_head(windows, args.pose_iters, lr=args.pose_lr, hidden=args.pose_hidden,
+                                           depth=args.pose_depth, log=log)
+        timings["pose_train_s"] = time.perf_counter() - t
+        del windows
+        if args.save_state:
+            args.save_state.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), args.save_state)
+        folder = args.out / "shapes-pose" / "1"
+        export_pose(model, folder / "weights.onnx")
+        resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
+        write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
+                        {"keypoints_metadata.json": keypoints_metadata()})
+        log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
     if not args.skip_det:
         t = time.perf_counter()
         data = build_det_dataset(list(range(DET_TRAIN_SEED0, DET_TRAIN_SEED0 + args.det_images)), args.threads)
