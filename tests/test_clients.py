@@ -197,14 +197,8 @@ def test_inference_sdk_v1_refuses_semantic_segmentation_on_its_side(served):
     assert entries["deeplab/1"] == "semantic-segmentation"
 
 
-# Known daemon gap (reported): with access keys on, the SDK's default v1 transport puts `api_key` in the JSON
-# body of /model/add and /infer/*, where AccessKeyMiddleware (query or Bearer only) does not look: 401.
-BODY_KEY_GAP = pytest.mark.xfail(strict=True, reason="access control reads api_key from the query or Bearer "
-                                 "header only, not from the JSON body where SDK v1 'legacy' transport sends it")
-
-
 @pytest.mark.parametrize(("mode", "transport"), [("v0", "legacy"), ("v0", "header"), ("v0", "both"),
-                                                 pytest.param("v1", "legacy", marks=BODY_KEY_GAP), ("v1", "header"),
+                                                 ("v1", "legacy"), ("v1", "header"),
                                                 ("v1", "both")])
 def test_inference_sdk_gets_through_access_keys(tmp_path_factory, pictures, transport, mode):
     """With access keys on, the SDK's key opens the door however it sends it: the query/body ("legacy"), the

@@ -214,7 +214,17 @@ def test_access_keys_guard_everything_but_health(make_settings, colour_jpeg, tmp
             health = requests.get(server.url + "/healthz")
             metrics = requests.get(server.url + "/metrics")
             remote = requests.post(server.url + "/remote/3?api_key=door-key", data=colour_jpeg)
+            # Roboflow's clients (inference-sdk v1) send the key in the JSON body of /infer/* and /model/add.
+            image = {"type": "base64", "value": base64.b64encode(colour_jpeg).decode()}
+            in_body = requests.post(server.url + "/infer/object_detection",
+                                    json={"model_id": "remote/3", "image": image, "api_key": "door-key"})
+            wrong_in_body = requests.post(server.url + "/infer/object_detection",
+                                          json={"model_id": "colour/1", "image": image, "api_key": "nope"})
+            too_big = requests.post(server.url + "/infer/object_detection", data=b"{" + b" " * (settings.max_body_bytes + 1),
+                                    headers={"Content-Type": "application/json"})
     assert refused.status_code == 401 and "access key" in refused.json()["message"]
+    assert in_body.status_code == 200, in_body.text
+    assert wrong_in_body.status_code == 401 and too_big.status_code == 413
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert wrong.status_code == 401
     assert by_query.status_code == 200 and by_bearer.status_code == 200

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import falcon
+import orjson
 
+from edge_daemon.api.body import read_body
 from edge_daemon.config import Settings
 from edge_daemon.errors import Unauthorized
 
@@ -30,9 +32,10 @@ def load_access_keys(settings: Settings) -> list[str]:
 
 
 class AccessKeyMiddleware:
-    def __init__(self, keys: list[str], exempt: list[str]):
+    def __init__(self, keys: list[str], exempt: list[str], max_body_bytes: int):
         self._keys = [key.encode() for key in keys]
         self._exempt = set(exempt)
+        self._max_body = max_body_bytes
 
     def _matches(self, candidate: str | None) -> bool:
         if not candidate:
@@ -50,12 +53,26 @@ class AccessKeyMiddleware:
         scheme, _, token = header.partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
         query_key = req.get_param("api_key")
-        for candidate in (bearer, query_key):
+        for candidate in (bearer, query_key, self._body_key(req) if bearer is None and query_key is None else None):
             if self._matches(candidate):
                 req.context.inbound_key = candidate
                 return
         raise Unauthorized("this server requires an access key: send api_key=<key> or Authorization: Bearer <key>",
                            headers={"WWW-Authenticate": 'Bearer realm="edge-daemon"'})
+
+
+    def _body_key(self, req: falcon.Request) -> str | None:
+        """`api_key` in a JSON body, where Roboflow's clients (inference-sdk v1) put it. The body is read once,
+        within the size limit, and kept for the route (`body.read_body`)."""
+        if req.method != "POST" or not (req.content_type or "").startswith("application/json"):
+            return None
+        req.context.raw_body = read_body(req, self._max_body)
+        try:
+            document = orjson.loads(req.context.raw_body)
+        except (orjson.JSONDecodeError, RecursionError):
+            return None
+        key = document.get("api_key") if isinstance(document, dict) else None
+        return key if isinstance(key, str) else None
 
 
 def registry_key(req: falcon.Request, candidate: str | None) -> str | None:
@@ -74,5 +91,5 @@ def middleware(settings: Settings, public_paths: Sequence[str] = ()) -> list[Any
     keys = load_access_keys(settings)
     if keys:
         log.info("inbound access control on (%d keys); exempt: %s", len(keys), ", ".join(settings.auth_exempt))
-        result.append(AccessKeyMiddleware(keys, [*settings.auth_exempt, *public_paths]))
+        result.append(AccessKeyMiddleware(keys, [*settings.auth_exempt, *public_paths], settings.max_body_bytes))
     return result

@@ -9,7 +9,8 @@ import falcon
 import orjson
 from pydantic import BaseModel
 
-from edge_daemon.api.request_parsing import read_body, validate_model
+from edge_daemon.api.body import read_body
+from edge_daemon.api.request_parsing import validate_model
 from edge_daemon.errors import BadRequest
 
 

@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from edge_daemon.api.access_control import registry_key
+from edge_daemon.api.body import read_body
 from edge_daemon.api.multipart import read_form
 from edge_daemon.api.schemas import InferenceOptions, LegacyJsonBody, LegacyQueryParameters, describe_validation_error
 from edge_daemon.errors import BadRequest, PayloadTooLarge, Unprocessable
@@ -42,16 +43,6 @@ class ParsedRequest:
     params: InferenceParams
     api_key: str | None
     visualisation: Visualisation = field(default_factory=Visualisation)
-
-
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over `limit` bytes before reading it where possible."""
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-    body = req.bounded_stream.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
-    return body
 
 
 def bearer_token(req: falcon.Request) -> str | None:
