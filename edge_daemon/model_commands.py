@@ -67,6 +67,20 @@ def _target_store(settings: Settings, parsed: ModelId) -> ModelStore:
     return store
 
 
+def _install_checked(store: ModelStore, staged: Path, parsed: ModelId) -> int:
+    """Load the staged folder exactly as the daemon would (which refuses metadata or outputs it cannot serve),
+    then install it atomically; the staging folder goes either way."""
+    try:
+        loaded = LoadedModel(str(parsed), staged)
+        folder = store.install(staged, parsed)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    loaded.retire()
+    print(f"imported {parsed} ({loaded.task}, {loaded.family.name}, {loaded.metadata.format} metadata, "
+          f"{len(loaded.class_names)} classes, input {loaded.input_width}x{loaded.input_height}) into {folder}")
+    return 0
+
+
 def import_folder(settings: Settings, source: Path, model_id: str) -> int:
     """Install a model folder in either of Roboflow's metadata formats (classic environment.json +
     model_type.json, or the package's inference_config.json + model_config.json + class_names.txt), after
@@ -78,14 +92,10 @@ def import_folder(settings: Settings, source: Path, model_id: str) -> int:
         for path in sorted(source.iterdir()):
             if path.is_file() and path.name != MANIFEST:
                 shutil.copyfile(path, staged / path.name)
-        loaded = LoadedModel(model_id, staged)  # refuses metadata or outputs it cannot serve
-        folder = store.install(staged, parsed)
-    finally:
+    except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
-    loaded.retire()
-    print(f"imported {model_id} ({loaded.task}, {loaded.family.name}, {loaded.metadata.format} metadata, "
-          f"{len(loaded.class_names)} classes, input {loaded.input_width}x{loaded.input_height}) into {folder}")
-    return 0
+        raise
+    return _install_checked(store, staged, parsed)
 
 
 def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[str], model_id: str,
@@ -108,14 +118,10 @@ def import_model(settings: Settings, onnx_path: Path, task: str, classes: list[s
                                                             "model_type": model_type, "model_id": model_id,
                                                             "source_sha256": sha256_file(onnx_path)}) + "\n",
                                                 encoding="utf-8")
-        loaded = LoadedModel(model_id, staged)  # refuses a model whose outputs do not fit task and classes
-        folder = store.install(staged, parsed)
-    finally:
+    except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
-    loaded.retire()
-    print(f"imported {model_id} ({loaded.task}, {loaded.family.name}, {len(classes)} classes, input "
-          f"{loaded.input_width}x{loaded.input_height}) into {folder}")
-    return 0
+        raise
+    return _install_checked(store, staged, parsed)
 
 
 def remove_model(settings: Settings, model_id: str) -> int:

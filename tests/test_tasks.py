@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import requests
 
+from tests.support.family_reference import rle_decode
+
 
 def _png(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()
@@ -30,32 +32,6 @@ def _fill(points: list[dict], width: int, height: int) -> np.ndarray:
     polygon = np.round([[p["x"], p["y"]] for p in points]).astype(np.int32)
     cv2.fillPoly(mask, [polygon], 1)
     return mask.astype(bool)
-
-
-def decode_coco_rle(rle: dict) -> np.ndarray:
-    """An independent reading of COCO's compressed RLE string (column-major runs, zeros first)."""
-    height, width = rle["size"]
-    text, counts, position = rle["counts"], [], 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            chunk = ord(text[position]) - 48
-            value |= (chunk & 0x1F) << (5 * shift)
-            more = bool(chunk & 0x20)
-            position += 1
-            shift += 1
-            if not more and chunk & 0x10:
-                value |= -1 << (5 * shift)
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    flat = np.zeros(height * width, bool)
-    cursor = 0
-    for index, run in enumerate(counts):
-        if index % 2:
-            flat[cursor:cursor + run] = True
-        cursor += run
-    return flat.reshape((height, width), order="F")
 
 
 def _expected_masks(width: int = 256, height: int = 192) -> dict[str, np.ndarray]:
@@ -88,7 +64,7 @@ def test_rle_decodes_to_the_polygon_mask(daemon):
                                    ("disk", "square")):
         assert rle["mask_format"] == "rle" and "points" not in rle
         assert rle["rle"]["size"] == [192, 256]
-        decoded = decode_coco_rle(rle["rle"])
+        decoded = rle_decode(rle["rle"])
         assert _iou(decoded, _fill(polygon["points"], 256, 192)) >= 0.95
         assert _iou(decoded, expected[shape]) >= 0.9
 
@@ -195,7 +171,7 @@ def test_region_rle_equals_the_full_image_mask():
         region = (rng.random((rows, cols)) < 0.5).astype(np.uint8)
         full = np.zeros((height, width), bool)
         full[top:top + rows, left:left + cols] = region.astype(bool)
-        assert (decode_coco_rle(coco_rle(region, top, left, height, width)) == full).all()
+        assert (rle_decode(coco_rle(region, top, left, height, width)) == full).all()
 
 
 @pytest.mark.parametrize("original_px_per_mask_px", [1, 2, 4])

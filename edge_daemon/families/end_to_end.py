@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from edge_daemon.families.answers import RowAnswer
 from edge_daemon.families.base import ModelFacts
 from edge_daemon.processing import segmentation
 from edge_daemon.processing.detection import DetectionParams, Detections, allowed_classes
 from edge_daemon.processing.params import InferenceParams
 from edge_daemon.processing.preprocess import Geometry
-from edge_daemon.responses import detection_predictions, keypoint_predictions, segmentation_predictions
 
 ROW = 6  # x1, y1, x2, y2, score, class
 
@@ -52,17 +52,9 @@ class EndToEndDecoder:
 
     def decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
         found = self.rows(outputs[self.output_index], params.detection)
-        if self.task == "instance-segmentation":
-            # Roboflow's default stack thresholds YOLO26 mask logits at 0 without a sigmoid (see yolo_masks).
-            patches = segmentation.yolo_masks(found, outputs[self.proto_index], geometry, self.input_size,
-                                              params.mask_decode_mode, params.tradeoff_factor, smoothing=False)
-            return {"predictions": segmentation_predictions(found, patches, geometry, self.class_names,
-                                                            params.mask_format)}
-        if self.task == "keypoint-detection":
-            found.keypoints = found.extras.reshape(len(found), self.keypoint_slots, 3) if len(found) else None
-            return {"predictions": keypoint_predictions(found, geometry, self.class_names, self.keypoint_names,
-                                                        params.keypoint_confidence)}
-        return {"predictions": detection_predictions(found, geometry, self.class_names)}
+        answer = RowAnswer(self.task, self.class_names, self.input_size, self.proto_index, self.keypoint_slots,
+                           self.keypoint_names, mask_smoothing=False)
+        return answer(found, outputs, geometry, params)
 
 
 def fit(facts: ModelFacts) -> EndToEndDecoder | None:

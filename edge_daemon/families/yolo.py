@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_daemon.families.answers import RowAnswer
 from edge_daemon.families.base import ModelFacts
 from edge_daemon.processing import detection, segmentation
 from edge_daemon.processing.params import InferenceParams
 from edge_daemon.processing.preprocess import Geometry
-from edge_daemon.responses import detection_predictions, keypoint_predictions, segmentation_predictions
 
 V5_TYPES = ("yolov5", "yolov7")
 
@@ -39,16 +39,9 @@ class YoloNmsDecoder:
         extra = self.num_masks or 3 * self.keypoint_slots
         found = detection.decode(outputs[self.output_index], self.layout, self.num_classes, extra,
                                  params.detection, self.class_names)
-        if self.task == "instance-segmentation":
-            patches = segmentation.yolo_masks(found, outputs[self.proto_index], geometry, self.input_size,
-                                              params.mask_decode_mode, params.tradeoff_factor)
-            return {"predictions": segmentation_predictions(found, patches, geometry, self.class_names,
-                                                            params.mask_format)}
-        if self.task == "keypoint-detection":
-            found.keypoints = found.extras.reshape(len(found), self.keypoint_slots, 3) if len(found) else None
-            return {"predictions": keypoint_predictions(found, geometry, self.class_names, self.keypoint_names,
-                                                        params.keypoint_confidence)}
-        return {"predictions": detection_predictions(found, geometry, self.class_names)}
+        answer = RowAnswer(self.task, self.class_names, self.input_size, self.proto_index, self.keypoint_slots,
+                           self.keypoint_names, mask_smoothing=True)
+        return answer(found, outputs, geometry, params)
 
 
 def fit(facts: ModelFacts) -> YoloNmsDecoder | None:

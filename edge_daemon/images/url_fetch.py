@@ -106,7 +106,7 @@ def _resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
     return addresses[0]
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a pre-resolved address while verifying the certificate for the original host name."""
 
     def __init__(self, address: str, host: str, port: int, timeout: float):
@@ -133,7 +133,7 @@ def _open(url: str, policy: UrlPolicy, deadline: float) -> http.client.HTTPRespo
     remaining = max(0.1, deadline - time.monotonic())
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        connection = _PinnedHTTPSConnection(address, parts.hostname, port, remaining)
+        connection = PinnedHTTPSConnection(address, parts.hostname, port, remaining)
     else:
         connection = http.client.HTTPConnection(address, port, timeout=remaining)
     path = parts.path or "/"

@@ -13,14 +13,12 @@ import hmac
 import http.client
 import logging
 import queue
-import socket
-import ssl
 import threading
 import time
 from urllib.parse import urlsplit
 
 from edge_daemon.errors import ApiError
-from edge_daemon.images.url_fetch import UrlPolicy, resolve_checked
+from edge_daemon.images.url_fetch import PinnedHTTPSConnection, UrlPolicy, resolve_checked
 from edge_daemon.streams.config import WebhookSinkConfig
 from edge_daemon.streams.masking import mask_url
 from edge_daemon.streams.sinks import Message, SinkStats
@@ -28,18 +26,6 @@ from edge_daemon.streams.sinks import Message, SinkStats
 log = logging.getLogger("edge_daemon.streams")
 
 SIGNATURE_HEADER = "X-Edge-Daemon-Signature"
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to the checked address, verifying the certificate for the URL's host name."""
-
-    def __init__(self, address: str, host: str, port: int, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -129,7 +115,7 @@ class WebhookSink:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, message.body)
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
-            connection = _PinnedHTTPS(address, parts.hostname or "", port, self.config.timeout)
+            connection = PinnedHTTPSConnection(address, parts.hostname or "", port, self.config.timeout)
         else:
             connection = http.client.HTTPConnection(address, port, timeout=self.config.timeout)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
