@@ -471,6 +471,10 @@ def test_cameras_page_shows_a_live_rtsp_stream_and_adds_pauses_and_removes_one(b
             assert inferred > 0
             wait(browser, lambda b: any(int(cell.text) >= inferred for cell in b.find_elements(
                 By.XPATH, "//*[@data-stream='yard']//dt[text()='inferred']/following-sibling::dd[1]")), timeout=10)
+            # What the newest result found, as the page lists it, is what the camera shows.
+            wait(browser, lambda b: "circle" in text_of(b, f"{card} dd.found"), timeout=10)
+            found = text_of(browser, f"{card} dd.found")
+            assert {name for name in COLOURS if name in found} == {obj.class_name for obj in scene.objects}, found
             text = text_of(browser, card)
             assert "fps" in text and "dropped" in text and "shapes/1" in text and "running" in text, text
             screenshot(browser, "cameras-streams")

@@ -10,7 +10,7 @@ const WINDOW_S = 300;
 // Routes the console itself polls: left out of the request-rate and latency charts.
 const HOUSEKEEPING = new Set(["/", "/console/static/{name}", "/metrics", "/info", "/readiness", "/healthz",
   "/model/catalog", "/model/registry", "/openapi.json", "/docs", "/docs/static/{name}", "/streams",
-  "/streams/{stream_id}", "/streams/{stream_id}/latest.jpg"]);
+  "/streams/{stream_id}", "/streams/{stream_id}/latest", "/streams/{stream_id}/latest.jpg"]);
 const PALETTE = ["#E53935", "#1E88E5", "#43A047", "#FDD835", "#8E24AA", "#00ACC1", "#FB8C00", "#6D4C41",
   "#D81B60", "#3949AB", "#7CB342", "#00897B"];
 
@@ -643,6 +643,7 @@ const Cameras = {
   hasStreams: null,
   framePath: null,
   frames: new Map(), // stream id -> object URL of its newest drawn frame
+  results: new Map(), // stream id -> what its newest result found
   seen: new Map(), // stream id -> {t, inferred, state, fps, events: [...]}, kept by the page between polls
   busy: false,
   async enter() {
@@ -653,6 +654,7 @@ const Cameras = {
         this.hasStreams = paths.includes("/streams");
         this.framePath = paths.find((path) => /^\/streams\/\{[^}]+\}\/latest\.jpg$/.test(path)) || null;
         this.canManage = (data.paths["/streams"] || {}).post !== undefined;
+        this.hasLatest = paths.some((path) => /^\/streams\/\{[^}]+\}\/latest$/.test(path));
       } catch (error) { reportError(error); return; }
     }
     $("#cameras-none").hidden = this.hasStreams;
@@ -679,6 +681,18 @@ const Cameras = {
       this.frames.set(stream.id, url);
       image.src = url;
     } catch { /* no frame yet */ }
+  },
+  /** What the newest result found, e.g. "circle ×3, square ×1" (the JSON twin of latest.jpg). */
+  async detections(stream, target) {
+    if (!this.hasLatest) return;
+    try {
+      const { data } = await api(`/streams/${encodeURIComponent(stream.id)}/latest`);
+      const counts = new Map();
+      for (const p of Array.isArray(data.predictions) ? data.predictions : []) counts.set(p.class, (counts.get(p.class) || 0) + 1);
+      const text = counts.size ? [...counts].map(([name, count]) => `${name} ×${count}`).join(", ") : "nothing";
+      this.results.set(stream.id, text);
+      target.textContent = text;
+    } catch { /* no result yet */ }
   },
   /** The page's own record: inferred-frame rate between polls and the stream's recent state changes. */
   observe(stream) {
@@ -712,6 +726,7 @@ const Cameras = {
         const url = this.frames.get(stream.id);
         if (url) URL.revokeObjectURL(url);
         this.frames.delete(stream.id);
+        this.results.delete(stream.id);
         this.seen.delete(stream.id);
       }
     } catch (error) { reportError(error); }
@@ -745,7 +760,9 @@ const Cameras = {
       const id = encodeURIComponent(stream.id);
       const image = h("img", { alt: `Latest frame of ${stream.id}` });
       if (this.frames.has(stream.id)) image.src = this.frames.get(stream.id);
-      this.frame(stream, image);
+      // Only once the model has run on a frame: before that latest.jpg is a 404 (noise in the browser's console).
+      const hasResult = (frames.inferred || 0) > 0;
+      if (hasResult) this.frame(stream, image);
       const config = stream.config || {};
       const fps = stream.fps ?? frames.fps ?? (record.fps === null ? undefined : record.fps.toFixed(1));
       const facts = [["model", stream.model_id], ["fps", fps], ["max fps", config.max_fps],
@@ -753,6 +770,8 @@ const Cameras = {
         ["reconnects", stream.reconnects], ["last error", stream.last_error]]
         .filter(([, value]) => value !== undefined && value !== null && value !== "");
       const paused = stream.state === "paused";
+      const found = h("dd", { class: "found", text: this.results.get(stream.id) || "–" });
+      if (hasResult && !paused) this.detections(stream, found);
       const actions = this.canManage ? h("div", { class: "actions" },
         h("button", { type: "button", "aria-label": `${paused ? "Resume" : "Pause"} ${stream.id}`,
           text: paused ? "Resume" : "Pause",
@@ -763,7 +782,8 @@ const Cameras = {
         h("h2", {}, `${stream.id} `, h("span", { class: `state ${stream.state}`, dataset: { state: stream.state },
           text: stream.state })),
         image, stream.source ? h("p", { class: "muted small", text: stream.source }) : null,
-        h("dl", {}, facts.flatMap(([name, value]) => [h("dt", { text: name }), h("dd", { text: String(value) })])),
+        h("dl", {}, facts.flatMap(([name, value]) => [h("dt", { text: name }), h("dd", { text: String(value) })]),
+          this.hasLatest ? [h("dt", { text: "last result" }), found] : []),
         actions,
         record.events.length ? h("ul", { class: "events", "aria-label": `Recent events of ${stream.id}` },
           record.events.map((text) => h("li", { text }))) : null);
