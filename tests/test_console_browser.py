@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import requests
 
 from edge_daemon.config import Settings
+from edge_daemon.scenes import generate_scene
+from tests.support.cameras import RtspCamera, rtsp_unavailable
 from tests.support.daemon import REPO_ROOT, ThreadedDaemon
 from tests.support.onnx_models import COLOUR_CLASSES, colour_detector, colour_environment, write_model
 from tests.support.registry import RegistryServer
@@ -46,6 +49,7 @@ ACCESS_KEY = "console-test-key-5f1c"
 DESKTOP = (1280, 900)
 PHONE = (390, 844)
 FIRST_LOAD_LIMIT = 300_000
+SCENE_SEED = 9  # 640x360 with every class (as in test_streams)
 COLOURS = {"circle": (0xE5, 0x39, 0x35), "square": (0x1E, 0x88, 0xE5), "triangle": (0x43, 0xA0, 0x47),
            "star": (0xFD, 0xD8, 0x35)}  # the bundled models' COLORS (environment.json)
 
@@ -119,7 +123,8 @@ def _record(request: pytest.FixtureRequest, journal: Journal) -> Iterator[None]:
 def daemon(tmp_path_factory: pytest.TempPathFactory, journal: Journal) -> Iterator[ThreadedDaemon]:
     """Only the bundled models (no models dir, no registry), a fresh cache."""
     settings = Settings(host="127.0.0.1", port=0, threads=8, models_dir="", api_url="", ort_threads=1,
-                        cache_dir=str(tmp_path_factory.mktemp("console-cache")))
+                        cache_dir=str(tmp_path_factory.mktemp("console-cache")),
+                        state_dir=str(tmp_path_factory.mktemp("console-state")))
     with ThreadedDaemon(settings) as running:
         journal.origins.add(running.url)
         yield running
@@ -420,50 +425,96 @@ def test_overview_and_cameras_pages(browser, daemon):
     screenshot(browser, "overview")
 
     open_page(browser, daemon.url, "cameras")
-    wait(browser, lambda b: b.find_element(By.ID, "cameras-none").is_displayed())
-    assert "No camera streams API" in text_of(browser, "#cameras-none")
+    wait(browser, lambda b: b.find_element(By.ID, "camera-form").is_displayed())
+    wait(browser, lambda b: "No camera streams configured." in text_of(b, "#cameras-list"))
+    assert not browser.find_element(By.ID, "cameras-none").is_displayed()
     screenshot(browser, "cameras")
 
 
-class _StandInStreams:
-    """GET /streams in the shape the camera-streams branch serves ({"streams": [...]}), until it lands here."""
-
-    def on_get(self, req: Any, resp: Any) -> None:
-        resp.media = {"streams": [{"id": "yard", "state": "running", "last_error": None, "fps": 4.8,
-                                   "frames": {"read": 120, "inferred": 118, "dropped": 2}}]}
+def _card_state(browser: Any, stream_id: str) -> str | None:
+    states = browser.find_elements(By.CSS_SELECTOR, f"#cameras-list [data-stream='{stream_id}'] .state")
+    return states[0].get_attribute("data-state") if states else None
 
 
-class _StandInFrame:
-    def __init__(self, jpeg: bytes):
-        self.jpeg = jpeg
-
-    def on_get(self, req: Any, resp: Any, stream_id: str) -> None:
-        resp.content_type = "image/jpeg"
-        resp.data = self.jpeg
+def _api_state(url: str, stream_id: str) -> str | None:
+    answer = requests.get(f"{url}/streams/{stream_id}", timeout=5)
+    return answer.json()["state"] if answer.status_code == 200 else None
 
 
-def test_cameras_page_shows_streams_and_their_latest_frame(browser, journal, demo_image, tmp_path):
-    """The camera-streams API is built on another branch; a stand-in with its routes checks the page's side."""
-    from edge_daemon.api.openapi import Operation
+def test_cameras_page_shows_a_live_rtsp_stream_and_adds_pauses_and_removes_one(browser, journal, tmp_path):
+    """The real streams API and a real RTSP camera (GStreamer, tests/support/cameras.py) behind the page."""
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    scene = generate_scene(SCENE_SEED, 640, 360)
+    picture = tmp_path / "scene.png"
+    cv2.imwrite(str(picture), scene.image)
+    camera = RtspCamera(picture, fps=5).start()
+    settings = Settings(host="127.0.0.1", port=0, threads=8, models_dir="", api_url="", ort_threads=1,
+                        cache_dir=str(tmp_path / "cache"), state_dir=str(tmp_path / "state"), url_allow_loopback=True)
+    try:
+        with ThreadedDaemon(settings) as running:
+            journal.origins.add(running.url)
+            url = running.url
+            created = requests.post(url + "/streams", json={"id": "yard", "source": camera.url, "model_id": "shapes/1",
+                                                            "max_fps": 4, "open_timeout": 5}, timeout=30)
+            assert created.status_code == 201, created.text
+            open_page(browser, url, "cameras")
+            card = "#cameras-list [data-stream='yard']"
+            wait(browser, lambda b: b.execute_script(
+                f"const i = document.querySelector(\"{card} img\"); return i && i.naturalWidth") == 640,
+                timeout=10, message="no frame of the RTSP stream shown within 10 s")
+            assert not browser.find_element(By.ID, "cameras-none").is_displayed()
+            wait(browser, lambda b: _card_state(b, "yard") == "running", timeout=10)
+            # The page shows the API's counters: wait until it shows the inferred count the API gave a moment ago.
+            inferred = requests.get(url + "/streams/yard", timeout=5).json()["frames"]["inferred"]
+            assert inferred > 0
+            wait(browser, lambda b: any(int(cell.text) >= inferred for cell in b.find_elements(
+                By.XPATH, "//*[@data-stream='yard']//dt[text()='inferred']/following-sibling::dd[1]")), timeout=10)
+            # What the newest result found, as the page lists it, is what the camera shows.
+            wait(browser, lambda b: "circle" in text_of(b, f"{card} dd.found"), timeout=10)
+            found = text_of(browser, f"{card} dd.found")
+            assert {name for name in COLOURS if name in found} == {obj.class_name for obj in scene.objects}, found
+            text = text_of(browser, card)
+            assert "fps" in text and "dropped" in text and "shapes/1" in text and "running" in text, text
+            screenshot(browser, "cameras-streams")
 
-    settings = Settings(host="127.0.0.1", port=0, threads=4, models_dir="", api_url="",
-                        cache_dir=str(tmp_path / "cache"))
-    with ThreadedDaemon(settings) as running:
-        journal.origins.add(running.url)
-        running.app.add_route("/streams", _StandInStreams())
-        running.app.add_route("/streams/{stream_id}/latest.jpg", _StandInFrame(demo_image[0].read_bytes()))
-        for path in ("/streams", "/streams/{stream_id}/latest.jpg"):
-            running.app.openapi.add(Operation(path, "get", "stand-in", responses={"200": {"description": "ok"}}))
-        open_page(browser, running.url, "cameras")
-        card = "#cameras-list [data-stream='yard']"
-        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, card), timeout=10, message="no stream card")
-        wait(browser, lambda b: b.execute_script(f"return document.querySelector(\"{card} img\").naturalWidth") == 600,
-             timeout=10, message="the stream's latest frame was not shown within 10 s")
-        text = text_of(browser, card)
-        assert "running" in text and "120" in text and "118" in text and "4.8" in text, text
-        assert not browser.find_element(By.ID, "cameras-none").is_displayed()
-        screenshot(browser, "cameras-streams")
-        browser.get("about:blank")  # stop the page's polling before this daemon goes away
+            # Add a second stream from the form (the same camera: the RTSP server shares one pipeline).
+            browser.find_element(By.ID, "cam-id").send_keys("porch")
+            browser.find_element(By.ID, "cam-source").send_keys(camera.url)
+            fps = browser.find_element(By.ID, "cam-fps")
+            fps.clear()
+            fps.send_keys("3")
+            browser.find_element(By.ID, "cam-add").click()
+            wait(browser, lambda b: _card_state(b, "porch") is not None, timeout=10, message="the added stream is not shown")
+            added = requests.get(url + "/streams/porch", timeout=5).json()
+            assert added["config"]["max_fps"] == 3 and added["model_id"] == "shapes/1"
+            wait(browser, lambda b: _card_state(b, "porch") == "running", timeout=15, message="porch never ran")
+
+            _click(browser, "Pause porch")
+            wait(browser, lambda b: _card_state(b, "porch") == "paused", timeout=10, message="pause did not show")
+            assert _api_state(url, "porch") == "paused" and _api_state(url, "yard") == "running"
+            wait(browser, lambda b: "paused" in text_of(b, "#cameras-list [data-stream='porch'] .events"), timeout=5)
+            _click(browser, "Resume porch")
+            wait(browser, lambda b: _card_state(b, "porch") in ("starting", "running"), timeout=10,
+                 message="resume did not show")
+            assert _api_state(url, "porch") in ("starting", "running")
+
+            _click(browser, "Remove porch")
+            wait(browser, lambda b: _card_state(b, "porch") is None, timeout=10, message="remove did not show")
+            assert _api_state(url, "porch") is None and _api_state(url, "yard") == "running"
+
+            # A bad form is refused with the API's message naming the field, and nothing is added.
+            browser.find_element(By.ID, "cam-id").send_keys("bad")
+            browser.find_element(By.ID, "cam-source").send_keys("ftp://127.0.0.1/x")
+            browser.find_element(By.ID, "cam-add").click()
+            wait(browser, lambda b: "source" in text_of(b, "#cam-error"), timeout=10)
+            journal.expected_severe.append(f"{url}/streams - ")  # the refused POST's 422, on purpose
+            assert _api_state(url, "bad") is None
+            browser.get("about:blank")  # stop the page's polling before this daemon goes away
+            requests.delete(url + "/streams/yard", timeout=10)
+    finally:
+        camera.stop()
 
 
 def test_access_keys_lock_the_console_until_a_valid_key(browser, journal, tmp_path):

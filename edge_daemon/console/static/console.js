@@ -10,7 +10,7 @@ const WINDOW_S = 300;
 // Routes the console itself polls: left out of the request-rate and latency charts.
 const HOUSEKEEPING = new Set(["/", "/console/static/{name}", "/metrics", "/info", "/readiness", "/healthz",
   "/model/catalog", "/model/registry", "/openapi.json", "/docs", "/docs/static/{name}", "/streams",
-  "/streams/{stream_id}", "/streams/{stream_id}/latest.jpg"]);
+  "/streams/{stream_id}", "/streams/{stream_id}/latest", "/streams/{stream_id}/latest.jpg"]);
 const PALETTE = ["#E53935", "#1E88E5", "#43A047", "#FDD835", "#8E24AA", "#00ACC1", "#FB8C00", "#6D4C41",
   "#D81B60", "#3949AB", "#7CB342", "#00897B"];
 
@@ -636,11 +636,16 @@ const TryIt = {
 
 // ----- Cameras (shown when the daemon has a /streams API) -----------------------------------------------------
 
+const EVENTS_KEPT = 5;
+
 const Cameras = {
   timer: null,
   hasStreams: null,
   framePath: null,
-  frames: new Map(),
+  frames: new Map(), // stream id -> object URL of its newest drawn frame
+  results: new Map(), // stream id -> what its newest result found
+  seen: new Map(), // stream id -> {t, inferred, state, fps, events: [...]}, kept by the page between polls
+  busy: false,
   async enter() {
     if (this.hasStreams === null) {
       try {
@@ -648,12 +653,15 @@ const Cameras = {
         const paths = Object.keys(data.paths || {});
         this.hasStreams = paths.includes("/streams");
         this.framePath = paths.find((path) => /^\/streams\/\{[^}]+\}\/latest\.jpg$/.test(path)) || null;
+        this.canManage = (data.paths["/streams"] || {}).post !== undefined;
+        this.hasLatest = paths.some((path) => /^\/streams\/\{[^}]+\}\/latest$/.test(path));
       } catch (error) { reportError(error); return; }
     }
     $("#cameras-none").hidden = this.hasStreams;
+    $("#camera-form").hidden = !(this.hasStreams && this.canManage);
     if (!this.hasStreams) return;
     await this.load();
-    this.timer = setInterval(() => this.load(), POLL_MS);
+    this.timer = setInterval(() => { if (!this.busy) this.load(); }, POLL_MS);
   },
   leave() { clearInterval(this.timer); this.timer = null; },
   async load() {
@@ -674,18 +682,114 @@ const Cameras = {
       image.src = url;
     } catch { /* no frame yet */ }
   },
+  /** What the newest result found, e.g. "circle ×3, square ×1" (the JSON twin of latest.jpg). */
+  async detections(stream, target) {
+    if (!this.hasLatest) return;
+    try {
+      const { data } = await api(`/streams/${encodeURIComponent(stream.id)}/latest`);
+      const counts = new Map();
+      for (const p of Array.isArray(data.predictions) ? data.predictions : []) counts.set(p.class, (counts.get(p.class) || 0) + 1);
+      const text = counts.size ? [...counts].map(([name, count]) => `${name} ×${count}`).join(", ") : "nothing";
+      this.results.set(stream.id, text);
+      target.textContent = text;
+    } catch { /* no result yet */ }
+  },
+  /** The page's own record: inferred-frame rate between polls and the stream's recent state changes. */
+  observe(stream) {
+    const now = Date.now() / 1000;
+    const frames = stream.frames || {};
+    const before = this.seen.get(stream.id);
+    const record = before || { t: now, inferred: frames.inferred, state: null, fps: null, error: null, events: [] };
+    if (before && now > before.t && frames.inferred !== undefined) {
+      record.fps = Math.max(0, (frames.inferred - before.inferred) / (now - before.t));
+    }
+    record.t = now;
+    record.inferred = frames.inferred;
+    const time = new Date().toLocaleTimeString();
+    if (record.state !== stream.state) {
+      record.events.unshift(`${time} ${stream.state}`);
+      record.state = stream.state;
+    }
+    if (stream.last_error && record.error !== stream.last_error) record.events.unshift(`${time} error: ${stream.last_error}`);
+    record.error = stream.last_error;
+    record.events = record.events.slice(0, EVENTS_KEPT);
+    this.seen.set(stream.id, record);
+    return record;
+  },
+  async act(stream, verb, path, method = "POST") {
+    this.busy = true;
+    notice(`${verb} ${stream.id}…`);
+    try {
+      await api(path, { method });
+      notice("");
+      if (method === "DELETE") {
+        const url = this.frames.get(stream.id);
+        if (url) URL.revokeObjectURL(url);
+        this.frames.delete(stream.id);
+        this.results.delete(stream.id);
+        this.seen.delete(stream.id);
+      }
+    } catch (error) { reportError(error); }
+    this.busy = false;
+    await this.load();
+  },
+  async add(event) {
+    event.preventDefault();
+    const body = { id: $("#cam-id").value.trim(), source: $("#cam-source").value.trim(),
+      model_id: $("#cam-model").value.trim(), max_fps: Number($("#cam-fps").value) };
+    $("#cam-error").textContent = "";
+    const button = $("#cam-add");
+    button.disabled = true;
+    this.busy = true;
+    try {
+      await api("/streams", { method: "POST", json: body });
+      $("#cam-id").value = "";
+      $("#cam-source").value = "";
+    } catch (error) {
+      reportError(error, "#cam-error");
+    } finally {
+      button.disabled = false;
+      this.busy = false;
+    }
+    await this.load();
+  },
   render(streams) {
     const cards = streams.map((stream) => {
       const frames = stream.frames || {};
+      const record = this.observe(stream);
+      const id = encodeURIComponent(stream.id);
       const image = h("img", { alt: `Latest frame of ${stream.id}` });
       if (this.frames.has(stream.id)) image.src = this.frames.get(stream.id);
-      this.frame(stream, image);
-      const facts = [["state", stream.state], ["fps", stream.fps ?? frames.fps], ["frames read", frames.read],
-        ["inferred", frames.inferred], ["dropped", frames.dropped], ["last error", stream.last_error]]
+      // Only once the model has run on a frame: before that latest.jpg is a 404 (noise in the browser's console).
+      const hasResult = (frames.inferred || 0) > 0;
+      if (hasResult) this.frame(stream, image);
+      const config = stream.config || {};
+      const fps = stream.fps ?? frames.fps ?? (record.fps === null ? undefined : record.fps.toFixed(1));
+      const facts = [["model", stream.model_id], ["fps", fps], ["max fps", config.max_fps],
+        ["frames read", frames.read], ["inferred", frames.inferred], ["dropped", frames.dropped],
+        ["reconnects", stream.reconnects], ["last error", stream.last_error]]
         .filter(([, value]) => value !== undefined && value !== null && value !== "");
-      return h("article", { class: "panel camera", dataset: { stream: stream.id } }, h("h2", { text: stream.id }),
-        image, h("dl", {}, facts.flatMap(([name, value]) => [h("dt", { text: name }), h("dd", { text: String(value) })])));
+      const paused = stream.state === "paused";
+      const found = h("dd", { class: "found", text: this.results.get(stream.id) || "–" });
+      if (hasResult && !paused) this.detections(stream, found);
+      const actions = this.canManage ? h("div", { class: "actions" },
+        h("button", { type: "button", "aria-label": `${paused ? "Resume" : "Pause"} ${stream.id}`,
+          text: paused ? "Resume" : "Pause",
+          onclick: () => this.act(stream, paused ? "Resuming" : "Pausing", `/streams/${id}/${paused ? "resume" : "pause"}`) }),
+        h("button", { type: "button", "aria-label": `Remove ${stream.id}`, text: "Remove",
+          onclick: () => this.act(stream, "Removing", `/streams/${id}`, "DELETE") })) : null;
+      return h("article", { class: "panel camera", dataset: { stream: stream.id } },
+        h("h2", {}, `${stream.id} `, h("span", { class: `state ${stream.state}`, dataset: { state: stream.state },
+          text: stream.state })),
+        image, stream.source ? h("p", { class: "muted small", text: stream.source }) : null,
+        h("dl", {}, facts.flatMap(([name, value]) => [h("dt", { text: name }), h("dd", { text: String(value) })]),
+          this.hasLatest ? [h("dt", { text: "last result" }), found] : []),
+        actions,
+        record.events.length ? h("ul", { class: "events", "aria-label": `Recent events of ${stream.id}` },
+          record.events.map((text) => h("li", { text }))) : null);
     });
+    const ids = new Set(streams.map((stream) => stream.id));
+    for (const id of [...this.seen.keys()]) if (!ids.has(id)) this.seen.delete(id);
     $("#cameras-list").replaceChildren(...(cards.length ? cards : [h("p", { class: "muted", text: "No camera streams configured." })]));
   },
 };
@@ -767,6 +871,7 @@ setUpTheme();
 setUpTry();
 $("#login-form").addEventListener("submit", unlock);
 $("#pull-form").addEventListener("submit", (event) => Models.pull(event));
+$("#camera-form").addEventListener("submit", (event) => Cameras.add(event));
 $("#forget-key").addEventListener("click", () => lock("Key forgotten."));
 window.addEventListener("hashchange", route);
 if (AUTH_REQUIRED && !accessKey()) lock("");
