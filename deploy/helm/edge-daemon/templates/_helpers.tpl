@@ -60,8 +60,16 @@ host port models_dir cache_dir preload api_key access_keys access_keys_file
           envFrom:
             - configMapRef:
                 name: {{ .fullname }}-{{ .class }}
-          {{- if .useSecret }}
+          {{- if or .useSecret .streams }}
           env:
+          {{- end }}
+          {{- if .streams }}
+            # The node this pod runs on: the daemon's args name its streams file after it.
+            - name: NODE_NAME
+              valueFrom:
+                fieldRef: {fieldPath: spec.nodeName}
+          {{- end }}
+          {{- if .useSecret }}
             - name: EDGE_DAEMON_API_KEY
               valueFrom:
                 secretKeyRef: {name: {{ .secretName }}, key: api-key, optional: true}
@@ -80,4 +88,60 @@ host port models_dir cache_dir preload api_key access_keys access_keys_file
             - {name: cache, mountPath: /var/cache/edge-daemon}
             - {name: models, mountPath: /var/lib/edge-daemon/models}
             - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/* ---- Camera streams per node (streams.byNode / streams.existingSecret) ---- */}}
+
+{{- define "edge-daemon.streamsEnabled" -}}
+{{- if or .Values.streams.byNode .Values.streams.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{- define "edge-daemon.streamsSecretName" -}}
+{{- .Values.streams.existingSecret | default (printf "%s-streams" (include "edge-daemon.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+One TOML value. Helm reads every YAML number as float64: whole numbers are written as integers, since the
+daemon's stream fields are strict (qos = 1.0 is not an integer there). Strings are JSON-quoted, which TOML's
+basic strings read the same way.
+*/}}
+{{- define "edge-daemon.tomlValue" -}}
+{{- $v := . -}}
+{{- if kindIs "string" $v -}}
+{{- toJson $v -}}
+{{- else if kindIs "bool" $v -}}
+{{- $v -}}
+{{- else if kindIs "float64" $v -}}
+{{- if eq $v (floor $v) }}{{ $v | int64 }}{{ else }}{{ $v }}{{ end -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) -}}
+{{- $v -}}
+{{- else if kindIs "slice" $v -}}
+[{{ range $i, $item := $v }}{{ if $i }}, {{ end }}{{ include "edge-daemon.tomlValue" $item }}{{ end }}]
+{{- else if kindIs "map" $v -}}
+{{- $pairs := list -}}
+{{- range $key, $item := $v }}{{ if not (kindIs "invalid" $item) }}
+{{- $pairs = append $pairs (printf "%s = %s" (include "edge-daemon.tomlKey" $key) (include "edge-daemon.tomlValue" $item)) }}
+{{- end }}{{ end -}}
+{{ "{" }}{{ if $pairs }} {{ join ", " $pairs }} {{ end }}{{ "}" }}
+{{- else -}}
+{{- fail (printf "streams: cannot write %v (%s) as TOML" $v (kindOf $v)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "edge-daemon.tomlKey" -}}
+{{- if regexMatch "^[A-Za-z0-9_-]+$" . }}{{ . }}{{ else }}{{ toJson . }}{{ end -}}
+{{- end -}}
+
+{{/* A node's `--streams-file`: one [[streams]] table per stream (the daemon validates every field). */}}
+{{- define "edge-daemon.streamsToml" -}}
+{{- range $index, $stream := . }}
+{{- if not (kindIs "map" $stream) }}{{ fail "streams.byNode: each stream must be a mapping (id, source, model_id, ...)" }}{{ end }}
+{{- if $index }}{{ "\n" }}{{ end }}
+[[streams]]
+{{- range $key, $item := $stream }}
+{{- if not (kindIs "invalid" $item) }}
+{{ include "edge-daemon.tomlKey" $key }} = {{ include "edge-daemon.tomlValue" $item }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
