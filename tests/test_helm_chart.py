@@ -223,6 +223,8 @@ def test_rendered_settings_parse_as_daemon_settings(mixed: list[dict[str, Any]])
         assert set(config["data"]) <= env_names, name
         settings = load_settings({}, config["data"])  # the daemon parses every rendered value
         assert settings.port == 9001 and settings.preload == ["gates-detector/3", "shapes/1"]
+        # streams added over HTTP live on the node's cache volume: the root filesystem is read-only
+        assert settings.state_dir.startswith(settings.cache_dir + "/")
     x86_gpu = load_settings({}, by_kind(mixed, "ConfigMap")["vision-edge-daemon-x86-gpu"]["data"])
     assert (x86_gpu.backend, x86_gpu.max_batch, x86_gpu.max_body_bytes) == ("tensorrt", 32, 33554432)
     assert x86_gpu.cors_origins == ["http://nvr.example.lan"] and x86_gpu.request_timeout == 20.0

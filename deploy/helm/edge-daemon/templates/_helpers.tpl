@@ -51,7 +51,7 @@ A setting's value as an environment string: lists comma-joined, whole numbers wi
 
 {{/* Settings the chart owns: they tie the pod spec together (port, volumes) or belong in the Secret. */}}
 {{- define "edge-daemon.reservedSettings" -}}
-host port models_dir cache_dir preload api_key access_keys access_keys_file
+host port models_dir cache_dir state_dir preload api_key access_keys access_keys_file
 {{- end -}}
 
 {{/* What the pull init containers and the daemon container share: settings, keys, hardening, volumes. */}}
