@@ -128,22 +128,27 @@ def prune(cache_dir: Path, keep_keys: Iterable[str] | None = None, older_than: f
     keep = set(keep_keys) if keep_keys is not None else None
     now = time.time() if now is None else now
     root = Path(cache_dir) / ENGINES_DIR
-    removed: list[EntryInfo] = []
-    for info in list_entries(cache_dir):
-        doomed = (remove_all or not info.valid or (keep is not None and info.key not in keep)
-                  or (older_than is not None and now - info.last_used > older_than))
-        if not doomed:
-            continue
-        with _try_lock(root / info.slug / LOCKS_DIR / f"{info.key}.lock") as locked:
-            if not locked:
-                log.info("not pruning %s: a process holds its lock", info.path)
-                continue
-            shutil.rmtree(info.path, ignore_errors=True)
-            removed.append(info)
-            log.info("pruned cached engine %s (%s)", info.path, info.model_id or "unknown model")
+    removed = _remove_unlocked(root, [
+        info for info in list_entries(cache_dir)
+        if remove_all or not info.valid or (keep is not None and info.key not in keep)
+        or (older_than is not None and now - info.last_used > older_than)])
     _remove_stale_staging(root, now)
     if remove_all:
         forget_failures(cache_dir)
+    return removed
+
+
+def _remove_unlocked(root: Path, entries: list[EntryInfo]) -> list[EntryInfo]:
+    """Remove these engine entries, except any whose key another process holds locked (being built)."""
+    removed: list[EntryInfo] = []
+    for info in entries:
+        with _try_lock(root / info.slug / LOCKS_DIR / f"{info.key}.lock") as locked:
+            if not locked:
+                log.info("not removing %s: a process holds its lock", info.path)
+                continue
+            shutil.rmtree(info.path, ignore_errors=True)
+            removed.append(info)
+            log.info("removed cached engine %s (%s)", info.path, info.model_id or "unknown model")
     return removed
 
 
@@ -167,16 +172,7 @@ def remove_model(cache_dir: Path, model_id: str) -> list[EntryInfo]:
     Like `prune`, an entry whose key another process holds locked (being built) is left alone.
     """
     root = Path(cache_dir) / ENGINES_DIR
-    removed: list[EntryInfo] = []
-    for info in list_entries(cache_dir):
-        if info.model_id != model_id:
-            continue
-        with _try_lock(root / info.slug / LOCKS_DIR / f"{info.key}.lock") as locked:
-            if not locked:
-                log.info("not removing %s: a process holds its lock", info.path)
-                continue
-            shutil.rmtree(info.path, ignore_errors=True)
-            removed.append(info)
+    removed = _remove_unlocked(root, [info for info in list_entries(cache_dir) if info.model_id == model_id])
     for failure in list_failures(cache_dir):
         if failure.get("model_id") == model_id:
             Path(failure["path"]).unlink(missing_ok=True)
