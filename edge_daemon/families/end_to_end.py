@@ -67,8 +67,7 @@ def fit(facts: ModelFacts) -> EndToEndDecoder | None:
         found = segmentation.prediction_and_prototypes(shapes)
         if found is None:
             return None
-        output_index, proto_index = found
-        num_masks = shapes[proto_index][0]
+        output_index, proto_index, num_masks = found
         if len(shapes[output_index]) != 2 or shapes[output_index][1] != ROW + num_masks:
             return None
         return EndToEndDecoder(output_index=output_index, proto_index=proto_index, num_masks=num_masks, **common)

@@ -54,8 +54,7 @@ def fit(facts: ModelFacts) -> YoloNmsDecoder | None:
         found = segmentation.prediction_and_prototypes(shapes)
         if found is None:
             return None
-        output_index, proto_index = found
-        num_masks = shapes[proto_index][0]
+        output_index, proto_index, num_masks = found
         layout = detection.match_layout(shapes[output_index], nc, num_masks, prefers_v5)
         if layout is None:
             return None

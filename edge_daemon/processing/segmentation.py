@@ -188,15 +188,15 @@ def _compress_counts(counts: list[int]) -> str:
     return "".join(chars)
 
 
-def prediction_and_prototypes(shapes: list[tuple[int, ...]]) -> tuple[int, int] | None:
-    """Indices of (predictions, prototypes) among one image's output shapes: the predictions are the first
-    2-D output, the prototypes the only 3-D `[nm, mh, mw]` one (YOLOv7-seg's extra 4-D outputs are ignored;
-    its prototypes are output 4 of 5). None when the outputs are not shaped so."""
+def prediction_and_prototypes(shapes: list[tuple[int, ...]]) -> tuple[int, int, int] | None:
+    """(predictions index, prototypes index, mask coefficients nm) among one image's output shapes: the
+    predictions are the first 2-D output, the prototypes the only 3-D `[nm, mh, mw]` one (YOLOv7-seg's extra
+    4-D outputs are ignored; its prototypes are output 4 of 5). None when the outputs are not shaped so."""
     two_d = [index for index, shape in enumerate(shapes) if len(shape) == 2]
     three_d = [index for index, shape in enumerate(shapes) if len(shape) == 3]
     if not two_d or len(three_d) != 1:
         return None
-    return two_d[0], three_d[0]
+    return two_d[0], three_d[0], shapes[three_d[0]][0]
 
 
 def yolo_masks(found: Detections, prototypes: np.ndarray, geometry: Geometry, input_size: tuple[int, int],
