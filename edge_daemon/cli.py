@@ -34,8 +34,10 @@ def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
 
     from edge_daemon import systemd_notify
     from edge_daemon.app import create_app
+    from edge_daemon.heap import HeapKeeper
     from edge_daemon.models.store import ModelId
 
+    heap = HeapKeeper(settings.malloc_arenas, settings.memory_trim_seconds).start()  # before any worker thread
     app = create_app(settings)
     preloading = []
     for model_id in settings.preload:
@@ -72,6 +74,7 @@ def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
             wasyncore.loop(timeout=0.5, use_poll=use_poll, map=socket_map, count=1)
     finally:
         reporter.stop()
+        heap.stop()
         if watchdog:
             watchdog.stop()
         systemd_notify.stopping(f"stopping: finishing requests in flight (at most {drain_seconds:.0f} s)")

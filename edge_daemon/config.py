@@ -133,6 +133,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("cors_origins", _parse_list, list, "origins allowed by CORS (e.g. http://nvr.lan); empty: none"),
     Option("engine_slots", int, lambda: 0,
            "models run at once (0: CPUs / ort-threads, so ONNX Runtime threads never oversubscribe the cores)"),
+    Option("malloc_arenas", int, lambda: 2,
+           "glibc malloc arenas (0: glibc's 8 per core); few arenas keep many threads' freed buffers from "
+           "each pinning its own memory"),
+    Option("memory_trim_seconds", float, lambda: 30.0,
+           "this long after a burst, unused memory (ONNX Runtime arena, free heap pages) goes back to the OS "
+           "(0: never)"),
     Option("batch_window_ms", float, lambda: 5.0,
            "gather concurrent requests to one model for up to this long and run them as one batch (0: off); "
            "a request alone in the model never waits"),
@@ -210,6 +216,8 @@ class Settings:
     auth_exempt: list[str] = field(default_factory=lambda: ["/healthz", "/readiness", "/metrics"])
     cors_origins: list[str] = field(default_factory=list)
     engine_slots: int = 0
+    malloc_arenas: int = 2
+    memory_trim_seconds: float = 30.0
     batch_window_ms: float = 5.0
     max_queue: int = 32
     request_timeout: float = 30.0

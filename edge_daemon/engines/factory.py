@@ -59,6 +59,7 @@ class EngineOptions:
     trt_retry_hours: float = 24.0          # after a failed build; 0 retries at every load
     ort_optimization: str = "extended"     # level baked into the cached graph; "all" adds x86 layout passes
     ort_spinning: bool = True              # idle ORT threads spin (ORT's default); off suits tiny models
+    arena_trim_seconds: float = 0.0        # shrink ORT's arena a period after a burst (engines/arena_trim.py)
     input_hw: tuple[int, int] | None = None
     remote: RemoteConfig | None = None     # backend "remote": the KServe v2 server
     remote_fallback: bool = False          # backend "remote": a local engine serves while the server is down
@@ -69,7 +70,7 @@ def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
     """EngineOptions from the daemon's `Settings`; settings it does not have yet keep their defaults.
 
     Reads `cache_path`, `backend`, `precision`, `ort_threads`, `trt_workspace_mib`, `trt_max_batch`,
-    `trt_retry_hours`, `ort_optimization` and `ort_spinning`.
+    `trt_retry_hours`, `ort_optimization`, `ort_spinning` and `memory_trim_seconds`.
     """
     defaults = EngineOptions()
     workspace_mib = getattr(settings, "trt_workspace_mib", None)
@@ -83,6 +84,7 @@ def engine_options(settings: Any, **overrides: Any) -> EngineOptions:
         "trt_retry_hours": getattr(settings, "trt_retry_hours", defaults.trt_retry_hours),
         "ort_optimization": getattr(settings, "ort_optimization", defaults.ort_optimization),
         "ort_spinning": getattr(settings, "ort_spinning", defaults.ort_spinning),
+        "arena_trim_seconds": getattr(settings, "memory_trim_seconds", defaults.arena_trim_seconds),
     }
     if values["backend"] == "remote":
         try:
@@ -102,7 +104,8 @@ def compile_engine(weights: Path, model_id: str, options: EngineOptions, platfor
                    choice: BackendChoice | None = None) -> Engine:
     """The engine for `weights`, built or loaded from `options.cache_dir`, on the backend this box supports."""
     if options.cache_dir is None:
-        return OnnxRuntimeEngine(weights, intra_op_threads=options.intra_op_threads, spinning=options.ort_spinning)
+        return OnnxRuntimeEngine(weights, intra_op_threads=options.intra_op_threads, spinning=options.ort_spinning,
+                                 arena_trim_seconds=options.arena_trim_seconds)
     cache = EngineCache(options.cache_dir)
     info = platform or current_platform()
     if choice is None:
@@ -189,9 +192,11 @@ def _onnxruntime(weights: Path, onnx_bytes: bytes, model_id: str, options: Engin
     outcome = cache.get_or_build(
         model_id, inputs, ORT_ARTIFACT,
         build=lambda path: OnnxRuntimeEngine(weights, threads, providers, optimization=level,
-                                             save_optimized_to=path, spinning=options.ort_spinning),
+                                             save_optimized_to=path, spinning=options.ort_spinning,
+                                             arena_trim_seconds=options.arena_trim_seconds),
         load=lambda path: OnnxRuntimeEngine(path, threads, providers, optimization="none",
-                                            spinning=options.ort_spinning),
+                                            spinning=options.ort_spinning,
+                                            arena_trim_seconds=options.arena_trim_seconds),
         extra_metadata=_versions())
     engine = outcome.value
     _record(engine, outcome, "onnxruntime", ort.__version__, "fp32")

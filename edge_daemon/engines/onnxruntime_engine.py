@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_daemon.engines.arena_trim import ArenaTrimPolicy
 from edge_daemon.engines.base import EngineBuild, TensorSpec
 from edge_daemon.errors import ModelArtifactError
 
@@ -41,7 +42,8 @@ class OnnxRuntimeEngine:
     backend = "onnxruntime"
 
     def __init__(self, weights: Path, intra_op_threads: int = 0, providers: list[str] | None = None, *,
-                 optimization: str = "all", save_optimized_to: Path | None = None, spinning: bool = True):
+                 optimization: str = "all", save_optimized_to: Path | None = None, spinning: bool = True,
+                 arena_trim_seconds: float = 0.0):
         options = ort.SessionOptions()
         if not spinning:
             # Idle intra-op threads sleep instead of spinning, leaving the cores to other requests' decoding
@@ -69,11 +71,15 @@ class OnnxRuntimeEngine:
         self._input_dtype = np.float16 if self.inputs[0].dtype == "float16" else np.float32
         self.build = EngineBuild(self.backend, ort.__version__, "fp32",
                                  load_seconds=time.perf_counter() - started)
+        self.arena_trim = ArenaTrimPolicy(arena_trim_seconds)
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if batch.dtype != self._input_dtype:
             batch = batch.astype(self._input_dtype)
-        outputs = self.session.run(None, {self._input_name: batch})
+        options = self._shrink if self.arena_trim.should_shrink(len(batch)) else None
+        outputs = self.session.run(None, {self._input_name: batch}, options)
         return [np.asarray(out, dtype=np.float32) if out.dtype == np.float16 else out for out in outputs]
 
     def close(self) -> None:

@@ -102,6 +102,8 @@ class StreamConfig(_Strict):
     open_timeout: float = Field(10.0, ge=0.5, le=300)
     backoff_cap: float = Field(30.0, ge=0.5, le=3600, description="longest wait between reconnect attempts")
     snapshot_interval: float = Field(1.0, ge=0.05, le=3600)
+    decoder_threads: int = Field(1, ge=0, le=16, description="video decoder threads (0: one per core, OpenCV's "
+                                                             "default); raise it for 4K cameras")
     loop: bool = Field(True, description="video files: start again at the end")
     paused: bool = False
 

@@ -1,0 +1,118 @@
+"""Memory that follows the load: ONNX Runtime's arena gives a burst back, glibc's heap is capped and trimmed,
+and camera frames nobody will infer on are never converted to pixels. Real sessions, a real RTSP camera."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.process import rss_bytes
+from edge_daemon.engines.arena_trim import ArenaTrimPolicy
+from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine
+from edge_daemon.heap import HeapKeeper
+from edge_daemon.images.url_fetch import UrlPolicy
+from edge_daemon.scenes import generate_scene
+from edge_daemon.streams.config import parse_stream
+from edge_daemon.streams.grabber import FrameSlot, Grabber, Status
+from edge_daemon.streams.sources import OpenContext
+from tests.support.cameras import RtspCamera, rtsp_unavailable
+
+SHAPES = Path(__file__).resolve().parents[1] / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_arena_shrinks_once_a_period_after_a_burst_and_never_under_a_steady_load():
+    clock = FakeClock()
+    policy = ArenaTrimPolicy(30.0, clock)
+    steady = []
+    for second in range(0, 120):  # batches of 1-4 all the time: every period has the same largest batch
+        clock.now = second
+        steady.append(policy.should_shrink(1 + second % 4))
+    assert not any(steady)
+    clock.now = 121
+    assert not policy.should_shrink(16)  # the burst itself
+    shrinks = []
+    for second in range(122, 240):
+        clock.now = second
+        shrinks.append(policy.should_shrink(2))
+    assert sum(shrinks) == 1, "one shrink after the burst's period, then the smaller load holds"
+    assert shrinks.index(True) + 122 >= 150, "not before a whole period has passed"
+    assert not ArenaTrimPolicy(0.0, clock).should_shrink(16), "0 turns it off"
+
+
+def test_a_burst_of_large_batches_is_given_back_to_the_os():
+    engine = OnnxRuntimeEngine(SHAPES, intra_op_threads=1, arena_trim_seconds=0.5)
+    small = np.random.default_rng(0).random((1, 3, 384, 384), dtype=np.float32)
+    engine.run(small)
+    settled = rss_bytes(os.getpid())
+    engine.run(np.repeat(small, 16, axis=0))
+    after_burst = rss_bytes(os.getpid())
+    assert after_burst - settled > 60 * 2**20, "a batch of 16 grows the arena (else this test proves nothing)"
+    time.sleep(0.6)
+    engine.run(small)  # the burst's period ends; a period whose largest batch is 1 begins
+    time.sleep(0.6)
+    engine.run(small)  # ... and ends: this run shrinks the arena
+    assert engine.arena_trim.shrinks == 1
+    assert rss_bytes(os.getpid()) < after_burst - 50 * 2**20
+    engine.close()
+
+
+def test_heap_keeper_caps_arenas_and_trims_on_glibc():
+    keeper = HeapKeeper(arenas=2, trim_seconds=0.05).start()
+    try:
+        if not keeper.available:
+            pytest.skip("not glibc: malloc arenas cannot be capped or trimmed here")
+        deadline = time.monotonic() + 5
+        while keeper.trims < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert keeper.trims >= 2
+    finally:
+        keeper.stop()
+
+
+@pytest.fixture
+def camera(tmp_path: Path):
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    picture = tmp_path / "scene.png"
+    cv2.imwrite(str(picture), generate_scene(9, 640, 360).image)
+    running = RtspCamera(picture, fps=30)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_only_the_frame_inference_waits_for_is_converted_and_it_is_fresh(camera):
+    config = parse_stream({"id": "cam", "source": camera.url, "model_id": "shapes/1"})
+    context = OpenContext(10.0, 5.0, UrlPolicy(allow_private=True, allow_loopback=True, timeout=5.0))
+    slot, status = FrameSlot(), Status()
+    grabber = Grabber(config, context, slot, status).start()
+    try:
+        deadline = time.monotonic() + 20
+        while status.frames_read < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status.frames_read >= 30, f"camera frames never arrived: {status.last_error}"
+        assert slot.peek() is None, "no consumer asked, so no frame was converted"
+        assert status.frames_dropped == status.frames_read
+        for _ in range(3):
+            asked = time.time()
+            frame = slot.take(2.0)
+            assert frame is not None and frame.pixels.shape == (360, 640, 3)
+            assert frame.captured_at >= asked, "the frame handed over was read after inference asked for it"
+            time.sleep(0.2)
+        assert status.frames_read - status.frames_dropped == 3
+    finally:
+        grabber.stop()
