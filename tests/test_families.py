@@ -51,6 +51,9 @@ MODELS: dict[str, tuple] = {
                         "Fit (grey edges) in", {}),
     "yolo26-pose/1": ("yolo26-pose-e2e", "keypoint-detection", "yolo26n-pose", ["person"], (320, 320),
                       "Fit (grey edges) in", {}),
+    "yolo-nas/1": ("yolo-nas-s", "object-detection", "yolo_nas_s", NAMES, (320, 320), "Fit (grey edges) in", {}),
+    "yolo-nas-dyn/1": ("yolo-nas-s-dynamic", "object-detection", "yolonas", NAMES, (320, 320),
+                       "Fit (grey edges) in", {}),
     "rfdetr-det/1": ("rfdetr-mini-det", "object-detection", "rfdetr-nano", NAMES, (384, 384), "Stretch to", {}),
     "rfdetr-seg/1": ("rfdetr-mini-seg", "instance-segmentation", "rfdetr-seg-nano", NAMES, (312, 312),
                      "Stretch to", {}),
@@ -178,6 +181,20 @@ def test_the_raw_head_of_a_declared_yolo26_is_not_read_as_end_to_end(served, ima
     assert all(p["class"] in NAMES for p in answer["predictions"])
 
 
+@pytest.mark.parametrize("model_id", ["yolo-nas/1", "yolo-nas-dyn/1"])
+@pytest.mark.parametrize("size_index", [0, 1])
+def test_yolo_nas_detection(served, images, model_id, size_index):
+    """Real super-gradients exports (model.export without pre/post-processing, as Roboflow's YOLO-NAS weights):
+    xyxy boxes [1, N, 4] in input pixels + sigmoid scores [1, N, nc]; best score > threshold, then NMS."""
+    jpeg, image = images[size_index]
+    _, (boxes, scores), box = _setup(model_id, image)
+    assert boxes.shape == (2100, 4) and scores.shape == (2100, len(NAMES))
+    found = ref.yolo_nas(boxes, scores, 0.25, 0.45)
+    answer = _ask(served, model_id, jpeg, confidence=0.25, iou_threshold=0.45)
+    _compare_boxes(answer["predictions"], found, box, NAMES)
+    assert {p["class"] for p in answer["predictions"]} == set(NAMES)  # every class found: columns not mixed up
+
+
 @pytest.mark.parametrize("size_index", [0, 1])
 def test_rfdetr_detection(served, images, size_index):
     jpeg, image = images[size_index]
@@ -287,18 +304,19 @@ def test_semantic_segmentation(served, images, size_index):
 
 
 def test_registry_and_listing_name_each_family(served, images):
-    for model_id in ("yolo26-det/1", "yolo26-raw/1", "vit/1"):
+    for model_id in ("yolo26-det/1", "yolo26-raw/1", "vit/1", "yolo-nas/1"):
         if ref.fixture(MODELS[model_id][0]) is not None:
             _ask(served, model_id, images[0][0], confidence=0.3)
     families = {m["model_id"]: m["family"] for m in requests.get(f"{served.url}/model/registry").json()["models"]}
     assert families.get("yolo26-det/1") == "yolo26"
     assert families.get("yolo26-raw/1") == "yolov8"  # decoded by the layout its outputs have, with NMS
     assert families.get("vit/1") == "vit"
+    assert families.get("yolo-nas/1") == "yolo-nas"
 
 
 def test_yolo_nas_decoding_follows_the_fact_sheet():
-    """No YOLO-NAS exporter installs here (super-gradients' pins are unsatisfiable), so its decoder is checked on
-    arrays of its documented layout only: xyxy boxes [N, 4] in network pixels, scores [N, nc], then NMS."""
+    """The documented layout on hand-made arrays (the real exports are test_yolo_nas_detection): xyxy boxes
+    [N, 4] in network pixels, scores [N, nc], then NMS; a score matrix of the wrong class count does not fit."""
     from edge_daemon.families import yolo_nas
     from edge_daemon.families.base import ModelFacts
     from edge_daemon.models.metadata import ModelMetadata

@@ -49,7 +49,7 @@ def test_the_committed_set_covers_the_families() -> None:
     assert {"yolo26-det-e2e", "yolo26-det-raw", "yolo26-det-e2e-dynamic", "yolov10-det-e2e", "yolov8-det",
             "yolov8-det-dynamic", "yolo11-det", "yolov8-seg", "yolo26-seg-e2e", "yolov8-pose", "yolov8-pose-k5",
             "yolo26-pose-e2e", "yolov8-cls", "yolo11-cls", "resnet18-cls", "vit-cls", "deeplabv3plus",
-            "rfdetr-mini-det"} <= set(COMMITTED)
+            "rfdetr-mini-det", "yolo-nas-s", "yolo-nas-s-dynamic"} <= set(COMMITTED)
 
 
 @pytest.mark.parametrize("name", COMMITTED)

@@ -160,6 +160,14 @@ def yolov8(output: np.ndarray, nc: int, confidence: float, iou: float = 0.3, lim
     return nms(Found(boxes, best, classes, rows[:, 4 + nc:]), iou, limit)
 
 
+def yolo_nas(boxes: np.ndarray, scores: np.ndarray, confidence: float, iou: float = 0.3, limit: int = 300) -> Found:
+    """boxes [N, 4] x1, y1, x2, y2 and class scores [N, nc]: best class score > confidence, then NMS."""
+    best = scores.max(axis=1)
+    keep = best > confidence
+    return nms(Found(boxes[keep].astype(np.float64), best[keep], scores[keep].argmax(axis=1),
+                     np.zeros((int(keep.sum()), 0))), iou, limit)
+
+
 def end_to_end(output: np.ndarray, confidence: float, inclusive: bool, limit: int = 300) -> Found:
     """[N, 6 + extra]: x1, y1, x2, y2, score, class; a threshold only, best first."""
     keep = output[:, 4] >= confidence if inclusive else output[:, 4] > confidence
