@@ -45,7 +45,10 @@ MODELS: dict[str, tuple] = {
     "seg-crop-v/1": ("rfdetr-mini-seg", "instance-segmentation", (312, 312), "center-crop", 0, (288, 400)),
     "seg-nano-letterbox-v/1": ("rfdetr-seg-nano", "instance-segmentation", (312, 312), "letterbox", 0,
                                (416, 288)),
+    # Roboflow's classic format: PREPROCESSING's non-square resize is the version's size (grey edges: 114).
+    "det-classic-v/1": ("rfdetr-mini-det", "object-detection", (384, 384), "letterbox", 114, (448, 320)),
 }
+CLASSIC = {"det-classic-v/1": "Fit (grey edges) in"}
 ROUTES = {"object-detection": "object_detection", "instance-segmentation": "instance_segmentation"}
 
 
@@ -79,7 +82,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedDaemon]
     root = tmp_path_factory.mktemp("rfdetr-resize")
     for model_id, (name, task, size, mode, pad, version) in MODELS.items():
         weights = ref.fixture(name)
-        if weights is not None:
+        if weights is not None and model_id in CLASSIC:
+            ref.install(root, model_id, weights, task, "rfdetr-nano", NAMES, version, CLASSIC[model_id])
+        elif weights is not None:
             ref.install_package(root, model_id, weights, task, "rfdetr-nano", NAMES,
                                 _network_input(size, mode, pad, version))
     settings = Settings(host="127.0.0.1", port=0, threads=4, models_dir=str(root),
@@ -155,7 +160,7 @@ def test_a_letterbox_without_a_version_size_is_a_pillow_stretch(served, images, 
 
 
 @pytest.mark.parametrize("model_id", ["det-letterbox-v/1", "det-square-v/1", "det-crop-v/1", "det-reflect-v/1",
-                                      "nano-letterbox-v/1"])
+                                      "nano-letterbox-v/1", "det-classic-v/1"])
 @pytest.mark.parametrize("size_index", [0, 1])
 def test_detection_at_the_dataset_version_size(served, images, model_id, size_index):
     """The mode made at the version's size (padding value in pixel space), stretched to the input; boxes

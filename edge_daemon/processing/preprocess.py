@@ -148,15 +148,17 @@ def _enabled(step: Any) -> bool:
 def version_size(preprocessing: dict[str, Any], input_size: tuple[int, int]) -> tuple[int, int] | None:
     """The dataset version's resize (width, height). A package says it in `network_input.
     dataset_version_resize_dimensions` (kept as resize `version_size`; absent: None). Classic PREPROCESSING's
-    resize width x height is the version's resize itself (absent: the network input)."""
+    resize width x height is the version's resize itself; Roboflow's classic stack makes a non-stretch mode
+    there first only when it is not square (fact sheet §3.1), else straight at the network input."""
     resize = preprocessing.get("resize") or {}
     if "version_size" in resize:
         size = resize["version_size"]
         return (int(size[0]), int(size[1])) if size else None
     try:
-        return int(resize["width"]), int(resize["height"])
+        width, height = int(resize["width"]), int(resize["height"])
     except (KeyError, TypeError, ValueError):
         return input_size
+    return (width, height) if width != height else input_size
 
 
 def resize_settings(preprocessing: dict[str, Any]) -> tuple[ResizeMode, int]:
