@@ -21,8 +21,10 @@ from edge_daemon.processing.preprocess import Geometry, InputSpec
 UNIT = InputSpec()  # RGB, x/255: every YOLO family and YOLO-NAS
 IMAGENET = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # ResNet, DINOv3, DeepLab
 # RF-DETR: ImageNet too, resized with Pillow's (antialiased) bilinear filter as it was trained and as Roboflow's
-# default stack does (inference_models/models/rfdetr/pre_processing.py).
-RFDETR_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_filter="pillow")
+# default stack does (inference_models/models/rfdetr/pre_processing.py), a non-stretch mode at the dataset
+# version's size first.
+RFDETR_INPUT = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize_filter="pillow",
+                         via_version_size=True)
 SYMMETRIC = InputSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # ViT: (x/255 - 0.5) / 0.5
 
 

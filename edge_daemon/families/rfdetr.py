@@ -38,8 +38,10 @@ class RFDetrDecoder:
     masks_index: int = -1
     family: str = "rfdetr"
 
-    def detections(self, outputs: list[np.ndarray], params: InferenceParams) -> tuple[Detections, np.ndarray]:
-        """Survivors (boxes xyxy in network pixels, best first) and the query each came from."""
+    def detections(self, outputs: list[np.ndarray], params: InferenceParams,
+                   size: tuple[int, int] | None = None) -> tuple[Detections, np.ndarray]:
+        """Survivors (boxes xyxy in pixels of `size`, by default the network input; best first) and the query
+        each came from."""
         logits = outputs[self.logits_index][:, :self.raw_classes]
         queries = logits.shape[0]
         scores = _sigmoid(logits.astype(np.float64)).reshape(-1)
@@ -55,7 +57,7 @@ class RFDetrDecoder:
             keep &= allowed_classes(self.class_names, params.detection.class_filter)[
                 np.clip(class_ids, 0, len(self.class_names) - 1)]
         selected = np.flatnonzero(keep)[:params.detection.max_detections]
-        width, height = self.input_size
+        width, height = size or self.input_size
         cxcywh = outputs[self.boxes_index][query_ids[selected]].astype(np.float64)
         boxes = np.stack([(cxcywh[:, 0] - cxcywh[:, 2] / 2) * width, (cxcywh[:, 1] - cxcywh[:, 3] / 2) * height,
                           (cxcywh[:, 0] + cxcywh[:, 2] / 2) * width, (cxcywh[:, 1] + cxcywh[:, 3] / 2) * height],
@@ -64,7 +66,8 @@ class RFDetrDecoder:
         return found, query_ids[selected]
 
     def decode(self, outputs: list[np.ndarray], geometry: Geometry, params: InferenceParams) -> dict[str, Any]:
-        found, queries = self.detections(outputs, params)
+        # Boxes are 0..1 of the input, which is the dataset-version frame stretched where there is one.
+        found, queries = self.detections(outputs, params, geometry.frame_size(self.input_size))
         if self.task != "instance-segmentation":
             return {"predictions": detection_predictions(found, geometry, self.class_names)}
         patches = [self.mask(outputs[self.masks_index][query], geometry) for query in queries]
@@ -72,10 +75,18 @@ class RFDetrDecoder:
                                                         params.mask_format)}
 
     def mask(self, logits: np.ndarray, geometry: Geometry) -> MaskPatch:
-        """The query's mask on the image grid: its logits with the letterbox padding cut off, resized
-        bilinearly to the image size, > 0 (not cut to the box)."""
-        grid = MaskGrid.of(logits.shape[0], logits.shape[1], geometry, self.input_size)
-        part = logits[grid.top:grid.bottom, grid.left:grid.right]
+        """The query's mask on the image grid: its logits with the letterbox padding cut off (measured in the
+        dataset-version frame where there is one), resized bilinearly to the image size, > 0 (not cut to the
+        box)."""
+        height, width = logits.shape
+        grid = MaskGrid.of(height, width, geometry, geometry.frame_size(self.input_size), clamp=False)
+        # A centre crop of a larger image: the grid covers only its middle, so it is padded with zeros out to
+        # the whole image first (as Roboflow's default stack does).
+        before_y, before_x = max(0, -grid.top), max(0, -grid.left)
+        after_y, after_x = max(0, grid.bottom - height), max(0, grid.right - width)
+        if before_y or before_x or after_y or after_x:
+            logits = np.pad(logits, ((before_y, after_y), (before_x, after_x)))
+        part = logits[grid.top + before_y:grid.bottom + before_y, grid.left + before_x:grid.right + before_x]
         return aligned_mask(part, (grid.left, grid.top), grid, geometry, 0.0)
 
 

@@ -153,6 +153,20 @@ def _keypoints(folder: Path, classes: int) -> tuple[tuple[tuple[str, ...], ...],
     return tuple(names), tuple(edges)
 
 
+def _version_size(declared: Any) -> list[int] | None:
+    """`dataset_version_resize_dimensions` ({"width", "height"} or null) as [width, height]."""
+    if declared is None:
+        return None
+    try:
+        width, height = int(declared["width"]), int(declared["height"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelArtifactError(f"{INFERENCE_CONFIG}: dataset_version_resize_dimensions needs integer width "
+                                 "and height") from None
+    if width <= 0 or height <= 0:
+        raise ModelArtifactError(f"{INFERENCE_CONFIG}: dataset_version_resize_dimensions must be positive")
+    return [width, height]
+
+
 def _package_preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any], NetworkInput]:
     """Translate `inference_config.json` into the PREPROCESSING steps the preprocessor reads, plus the
     normalisation it declares."""
@@ -169,6 +183,9 @@ def _package_preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any], Netw
         resize.update(width=size.get("width"), height=size.get("height"))
     if network.get("padding_value") is not None:
         resize["padding_value"] = network["padding_value"]
+    # RF-DETR makes a non-stretch resize at the dataset version's size first (preprocess.version_size).
+    resize["resize_mode"] = mode
+    resize["version_size"] = _version_size(network.get("dataset_version_resize_dimensions"))
     steps["resize"] = resize
     mean = std = None
     normalisation = network.get("normalization")

@@ -4,6 +4,11 @@ Order as in Roboflow's stacks: (EXIF orientation at decode) → static crop → 
 (stretch, letterbox, letterbox with reflected edges, or a centre crop) → colour order, NCHW float32, scaled
 and normalised as the model's family (or its metadata) says. Each image's `Geometry` records exactly what was
 done so boxes, keypoints and polygons map back to original-image pixels.
+
+RF-DETR (`InputSpec.via_version_size`) resizes as Roboflow's default stack does for it
+(inference_models/models/rfdetr/pre_processing.py): a non-stretch resize is made (OpenCV, on uint8, with the
+padding value) at the dataset version's resize size, then that frame is stretched with Pillow to the network
+input; without a dataset-version size, every mode is a plain Pillow stretch.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ class InputSpec:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     resize_filter: str = "opencv"  # or "pillow": Pillow's bilinear, antialiased when shrinking (RF-DETR)
+    # RF-DETR: a non-stretch resize is made at the dataset version's size, then stretched to the input (see the
+    # module docstring); letterbox-reflect-edges pads as a letterbox and fit-longer-edge stretches, as there.
+    via_version_size: bool = False
 
     def overridden(self, **changes: object) -> InputSpec:
         """This spec with the given fields replaced, where they are not None (metadata that declares them)."""
@@ -77,6 +85,14 @@ class Geometry:
     # 0: crop * scale.
     resized_width: int = 0
     resized_height: int = 0
+    # RF-DETR's dataset-version frame: the network input is this frame stretched, and every field above is in
+    # the frame's pixels (so are boxes, once a decoder scales its 0..1 outputs by `frame_size`). 0: none.
+    frame_width: int = 0
+    frame_height: int = 0
+
+    def frame_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """The (width, height) the fields above are measured in: the dataset-version frame, else the input."""
+        return (self.frame_width, self.frame_height) if self.frame_width else input_size
 
     def resized_size(self) -> tuple[int, int]:
         """How many network pixels (columns, rows) the image itself covers."""
@@ -129,6 +145,22 @@ def _enabled(step: Any) -> bool:
     return isinstance(step, dict) and step.get("enabled", True) not in (False, "false", "False")
 
 
+def version_size(preprocessing: dict[str, Any], input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The dataset version's resize (width, height). A package says it in `network_input.
+    dataset_version_resize_dimensions` (kept as resize `version_size`; absent: None). Classic PREPROCESSING's
+    resize width x height is the version's resize itself; Roboflow's classic stack makes a non-stretch mode
+    there first only when it is not square (fact sheet §3.1), else straight at the network input."""
+    resize = preprocessing.get("resize") or {}
+    if "version_size" in resize:
+        size = resize["version_size"]
+        return (int(size[0]), int(size[1])) if size else None
+    try:
+        width, height = int(resize["width"]), int(resize["height"])
+    except (KeyError, TypeError, ValueError):
+        return input_size
+    return (width, height) if width != height else input_size
+
+
 def resize_settings(preprocessing: dict[str, Any]) -> tuple[ResizeMode, int]:
     """Resize mode and pad value from a Roboflow resize `format` string (a package's `padding_value` wins)."""
     resize = preprocessing.get("resize")
@@ -162,10 +194,28 @@ class Preprocessor:
         self.input_height = input_height
         self.mode, self.pad_value = resize_settings(preprocessing)
         self.spec = spec or InputSpec()
+        self.frame: tuple[int, int] | None = None  # RF-DETR: the non-stretch resize is made at this size
+        if self.spec.via_version_size:
+            self._plan_via_version_size()
         # Divide, then subtract and divide, in float32, as Roboflow's default stack does (x / 255, then
         # torchvision's normalize): the network sees bit-identical input, so near-tied scores rank alike.
         self._divisor = np.float32(1.0 / self.spec.scale)
         self._normalisation = self.spec.normalisation()
+
+    def _plan_via_version_size(self) -> None:
+        """RF-DETR's resize plan (Roboflow's default stack): fit-longer-edge, or no dataset-version size, is a
+        plain stretch; otherwise the mode runs at the version's size, letterbox-reflect-edges padding as a
+        letterbox and a centre crop padding with 0, whatever the declared value."""
+        resize = self.preprocessing.get("resize") or {}
+        size = version_size(self.preprocessing, (self.input_width, self.input_height))
+        if self.mode == "stretch" or size is None or resize.get("resize_mode") == "fit-longer-edge":
+            self.mode, self.pad_value = "stretch", 0
+            return
+        if self.mode == "letterbox-reflect":
+            self.mode, self.pad_value = "letterbox", int(resize.get("padding_value") or 0)
+        elif self.mode == "center-crop":
+            self.pad_value = 0
+        self.frame = size
 
     def auto_orient(self, switches: PreprocSwitches) -> bool:
         """EXIF orientation applies when the model's metadata has an auto-orient step (as Roboflow does)."""
@@ -210,10 +260,20 @@ class Preprocessor:
             return None
         if self.mode == "center-crop":  # crops pixels out of the full-size image: never decode smaller
             return None
-        return DecodeTarget(self.input_width, self.input_height, self.mode != "stretch")
+        width, height = self.frame or (self.input_width, self.input_height)
+        return DecodeTarget(width, height, self.mode != "stretch")
 
     def prepare(self, decoded: DecodedImage | np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
         """Return the HxWx3 BGR uint8 network-size image and its geometry."""
+        image, geometry = self._resized(decoded, switches)
+        if self.frame is None:
+            return image, geometry
+        # RF-DETR: the frame made at the dataset version's size, stretched to the network input.
+        stretched = self._stretch(image, self.input_width, self.input_height)
+        return stretched, replace(geometry, frame_width=self.frame[0], frame_height=self.frame[1])
+
+    def _resized(self, decoded: DecodedImage | np.ndarray, switches: PreprocSwitches) -> tuple[np.ndarray, Geometry]:
+        """The steps up to the resize, and the resize to the network input (or to RF-DETR's frame)."""
         if isinstance(decoded, np.ndarray):
             decoded = DecodedImage.full(decoded)
         image = decoded.pixels
@@ -227,7 +287,7 @@ class Preprocessor:
         if _enabled(self.preprocessing.get("grayscale")) and not switches.disable_grayscale:
             image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         height, width = image.shape[:2]
-        target_w, target_h = self.input_width, self.input_height
+        target_w, target_h = self.frame or (self.input_width, self.input_height)
         if self.mode == "stretch":
             resized = self._stretch(image, target_w, target_h)
             geometry = Geometry(original_width, original_height, crop_x, crop_y, width, height,
@@ -264,8 +324,10 @@ class Preprocessor:
                      ratio_x: float, ratio_y: float) -> tuple[np.ndarray, Geometry]:
         """The network-size window at the centre of the image, no resize (padded where the image is smaller)."""
         height, width = image.shape[:2]
-        target_w, target_h = self.input_width, self.input_height
-        offset_x, offset_y = (width - target_w) // 2, (height - target_h) // 2  # negative: the image is smaller
+        target_w, target_h = self.frame or (self.input_width, self.input_height)
+        # Negative: the image is smaller, and sits floor(slack / 2) in (as Roboflow's default stack centres it).
+        offset_x = (width - target_w) // 2 if width >= target_w else -((target_w - width) // 2)
+        offset_y = (height - target_h) // 2 if height >= target_h else -((target_h - height) // 2)
         canvas = np.full((target_h, target_w, 3), self.pad_value, dtype=np.uint8)
         src_x, src_y = max(0, offset_x), max(0, offset_y)
         dst_x, dst_y = max(0, -offset_x), max(0, -offset_y)

@@ -233,12 +233,18 @@ class MaskGrid:
     out_height: int
 
     @classmethod
-    def of(cls, mask_h: int, mask_w: int, geometry: Geometry, input_size: tuple[int, int]) -> MaskGrid:
+    def of(cls, mask_h: int, mask_w: int, geometry: Geometry, input_size: tuple[int, int],
+           clamp: bool = True) -> MaskGrid:
+        """`clamp=False` keeps a part that reaches past the grid (a centre crop of a larger image: the grid
+        sees only the middle of the image), for a caller that pads the grid with zeros out to it."""
         sx, sy = mask_w / input_size[0], mask_h / input_size[1]
         new_w, new_h = geometry.resized_size()
         left, top = round(sx * geometry.pad_x), round(sy * geometry.pad_y)
         right = mask_w - round(sx * (input_size[0] - geometry.pad_x - new_w))
         bottom = mask_h - round(sy * (input_size[1] - geometry.pad_y - new_h))
+        if not clamp:
+            return cls(left, top, max(right, left + 1), max(bottom, top + 1), geometry.crop_width,
+                       geometry.crop_height)
         return cls(max(0, left), max(0, top), min(mask_w, max(right, left + 1)), min(mask_h, max(bottom, top + 1)),
                    geometry.crop_width, geometry.crop_height)
 

@@ -59,6 +59,20 @@ def install(root: Path, model_id: str, weights: Path, task: str, model_type: str
     return folder
 
 
+def install_package(root: Path, model_id: str, weights: Path, task: str, architecture: str, classes: list[str],
+                    network_input: dict[str, object]) -> Path:
+    """A models-dir entry in Roboflow's package format (inference_config.json `network_input` as given)."""
+    project, version = model_id.split("/")
+    folder = root / project / version
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, folder / "weights.onnx")
+    (folder / "class_names.txt").write_text("".join(f"{name}\n" for name in classes))
+    (folder / "model_config.json").write_text(json.dumps({"task_type": task, "model_architecture": architecture}))
+    (folder / "inference_config.json").write_text(json.dumps({"network_input": network_input}))
+    write_manifest(folder, ModelId(project, version))
+    return folder
+
+
 # ----- preprocessing ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Letterbox:
@@ -91,6 +105,36 @@ def prepare(image: np.ndarray, size: tuple[int, int], mode: str, pad: int = 114,
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(image, (new_w, new_h),
                                                                   interpolation=cv2.INTER_LINEAR)
     return canvas, Letterbox(scale, scale, pad_x, pad_y, width, height, new_w, new_h)
+
+
+def rfdetr_prepare(image: np.ndarray, size: tuple[int, int], mode: str, version: tuple[int, int] | None,
+                   pad: int = 0) -> tuple[np.ndarray, Letterbox, tuple[int, int]]:
+    """RF-DETR in Roboflow's default stack (sheet §7: uint8 → Pillow bilinear → /255 → ImageNet; letterbox in
+    pixel space; non-square via `dataset_version_resize_dimensions`). Stretch, fit-longer-edge (served as
+    stretch) or no version size: one Pillow stretch to `size`. Otherwise the mode is made at the version size
+    (w, h) on uint8 pixels - letterbox (reflect-edges too): OpenCV bilinear to the truncated size, centred, the
+    rest `pad`; center-crop: the centred window of that size, no resize, zeros where the image is smaller - and
+    the result is stretched with Pillow to `size`. Returns the network image, how the image sits in the frame
+    the mode was made at, and that frame's size (the boxes' 0..1 are of it)."""
+    height, width = image.shape[:2]
+    if mode in ("stretch", "fit-longer-edge") or version is None:
+        network, box = prepare(image, size, "stretch", pillow=True)
+        return network, box, size
+    frame_w, frame_h = version
+    if mode == "center-crop":
+        frame = np.zeros((frame_h, frame_w, 3), np.uint8)
+        # Per axis: a larger image loses floor(excess / 2) before its window; a smaller one gets floor(slack / 2)
+        # of zeros before it. `left`/`top` < 0: the image starts that far before the frame.
+        left = (frame_w - width) // 2 if frame_w >= width else -((width - frame_w) // 2)
+        top = (frame_h - height) // 2 if frame_h >= height else -((height - frame_h) // 2)
+        window = image[max(0, -top):max(0, -top) + min(height, frame_h),
+                       max(0, -left):max(0, -left) + min(width, frame_w)]
+        frame[max(0, top):max(0, top) + window.shape[0], max(0, left):max(0, left) + window.shape[1]] = window
+        box = Letterbox(1.0, 1.0, left, top, width, height, width, height)
+    else:
+        frame, box = prepare(image, version, "letterbox", pad)
+    network = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR)) if version != size else frame
+    return network, box, version
 
 
 def tensor(image: np.ndarray, normalisation: tuple | None = None) -> np.ndarray:
@@ -194,14 +238,18 @@ def rfdetr(boxes: np.ndarray, logits: np.ndarray, nc: int, confidence: float,
 
 def aligned(values: np.ndarray, box: Letterbox, size: tuple[int, int], threshold: float) -> np.ndarray:
     """Roboflow's default-stack mask alignment: cut the letterbox padding off the mask grid (rounded to it),
-    resize bilinearly to the original size, > threshold."""
+    resize bilinearly to the original size, > threshold. A negative padding (a centre crop of a larger image)
+    pads the grid with zeros instead."""
     mask_h, mask_w = values.shape
     sx, sy = mask_w / size[0], mask_h / size[1]
     new_w, new_h = box.resized_w, box.resized_h
     left, top = round(sx * box.pad_x), round(sy * box.pad_y)
-    right = mask_w - round(sx * (size[0] - box.pad_x - new_w))
-    bottom = mask_h - round(sy * (size[1] - box.pad_y - new_h))
-    part = np.ascontiguousarray(values[top:bottom, left:right], dtype=np.float32)
+    right_pad = round(sx * (size[0] - box.pad_x - new_w))
+    bottom_pad = round(sy * (size[1] - box.pad_y - new_h))
+    grown = np.pad(values, ((max(0, -top), max(0, -bottom_pad)), (max(0, -left), max(0, -right_pad))))
+    left, top, right_pad, bottom_pad = (max(0, v) for v in (left, top, right_pad, bottom_pad))
+    part = np.ascontiguousarray(grown[top:grown.shape[0] - bottom_pad, left:grown.shape[1] - right_pad],
+                                dtype=np.float32)
     return cv2.resize(part, (box.width, box.height), interpolation=cv2.INTER_LINEAR) > threshold
 
 

@@ -79,6 +79,22 @@ CLASSIFIER_CONFIDENCE = 0.01
 TOLERANCE = {"box_px": 1.0, "confidence": 0.01, "mask_iou": 0.9, "keypoint_px": 1.0}
 
 
+# RF-DETR packaged with every resize mode Roboflow's default stack takes for it, with and without a non-square
+# dataset_version_resize_dimensions (the mode is then made at that size and stretched to the input). The Nano
+# detector's seeded weights score 0.026-0.045, so it is compared at 0.025; the segmenters at 0.03, which leaves
+# 7-46 masks an image to compare (0-3 at 0.05).
+RFDETR_FIXTURES = [("rfdetr-mini-det", "object-detection", (384, 384), RFDETR_CONFIDENCE),
+                   ("rfdetr-nano-det", "object-detection", (384, 384), 0.025),
+                   ("rfdetr-mini-seg", "instance-segmentation", (312, 312), 0.03),
+                   ("rfdetr-seg-nano", "instance-segmentation", (312, 312), 0.03)]
+RFDETR_RESIZES = [("letterbox", "letterbox", 114, None),
+                  ("letterbox-448x320", "letterbox", 114, (448, 320)),
+                  ("letterbox-288x416", "letterbox", 0, (288, 416)),
+                  ("center-crop-448x320", "center-crop", None, (448, 320)),
+                  ("reflect-320x448", "letterbox-reflect-edges", 114, (320, 448)),
+                  ("fit-longer-edge-448x320", "fit-longer-edge", None, (448, 320))]
+
+
 @dataclass
 class Spec:
     """One family fixture as a Roboflow model package."""
@@ -96,6 +112,7 @@ class Spec:
     keypoints: list | None = None
     confidence: float | None = None  # sent to both sides when the HTTP default (0.4) would leave nothing
     note: str = ""
+    version_size: tuple[int, int] | None = None  # network_input.dataset_version_resize_dimensions (w, h)
 
 
 SPECS = [
@@ -128,6 +145,9 @@ SPECS = [
          normalization=IMAGENET, post={}, confidence=RFDETR_CONFIDENCE),
     Spec("rfdetr-seg-nano", "rfdetr-seg-nano", "instance-segmentation", "rfdetr", NAMES, (312, 312), "stretch",
          normalization=IMAGENET, post={}, confidence=RFDETR_CONFIDENCE),
+    *[Spec(f"{fixture}-{label}", fixture, task, "rfdetr", NAMES, size, mode, padding, normalization=IMAGENET,
+           post={}, confidence=confidence, version_size=version)
+      for fixture, task, size, confidence in RFDETR_FIXTURES for label, mode, padding, version in RFDETR_RESIZES],
     Spec("vit-cls", "vit-cls", "classification", "vit", NAMES, (224, 224), "stretch", normalization=HALF,
          post={"type": "softmax", "fused": False}, confidence=CLASSIFIER_CONFIDENCE),
     Spec("resnet18-cls", "resnet18-cls", "classification", "resnet", NAMES, (224, 224), "stretch",
@@ -161,6 +181,9 @@ def write_package(folder: Path, spec: Spec, weights: Path) -> None:
         network["padding_value"] = spec.padding
     if spec.normalization is not None:
         network["normalization"] = spec.normalization
+    if spec.version_size is not None:
+        network["dataset_version_resize_dimensions"] = {"width": spec.version_size[0],
+                                                        "height": spec.version_size[1]}
     config: dict[str, Any] = {"network_input": network}
     if spec.post:
         config["post_processing"] = spec.post
