@@ -37,7 +37,7 @@ def test_arena_shrinks_once_a_period_after_a_burst_and_never_under_a_steady_load
     clock = FakeClock()
     policy = ArenaTrimPolicy(30.0, clock)
     steady = []
-    for second in range(0, 120):  # batches of 1-4 all the time: every period has the same largest batch
+    for second in range(120):  # batches of 1-4 all the time: every period has the same largest batch
         clock.now = second
         steady.append(policy.should_shrink(1 + second % 4))
     assert not any(steady)

@@ -3,6 +3,7 @@ snapshot cameras and a webhook receiver, with the real daemon and the bundled sh
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -436,3 +437,32 @@ def test_iou_tracker_keeps_ids_and_reports_zone_and_frame_events():
     frame(150)
     _, events = frame(150)  # the first square is gone for more than max_missed frames
     assert [(e["event"], e["zone"], e["tracker_id"]) for e in events] == [("exit", "frame", first[0]["tracker_id"])]
+
+
+def test_camera_and_webhook_credentials_in_urls_are_sent_as_basic_auth_and_never_listed(streams_daemon, scene):
+    camera = HttpCamera(encode_jpeg(scene[0], 85), credentials=("viewer", "p@ss:w0rd"))
+    hook = WebhookReceiver()
+    url = streams_daemon.url
+    host = camera.url.removeprefix("http://")
+    try:
+        config = {"id": "gate", "source": f"http://viewer:p%40ss%3Aw0rd@{host}/snapshot.jpg",
+                  "source_type": "snapshot", "snapshot_interval": 0.2, "model_id": "shapes/1", "max_fps": 5,
+                  "sinks": [{"type": "webhook", "url": hook.url.replace("http://", "http://hook:t0ken@") + "/in"}]}
+        assert requests.post(url + "/streams", json=config).status_code == 201
+        wait_for(lambda: stream_state(url, "gate")["frames"]["inferred"] >= 2, 20)
+        assert camera.snapshots >= 2 and camera.refused == 0
+        wait_for(lambda: hook.received, 10)
+        with hook.lock:
+            headers = hook.received[0][0]
+        assert headers["Authorization"] == "Basic " + base64.b64encode(b"hook:t0ken").decode()
+        listing = requests.get(url + "/streams").text
+        assert "p%40ss" not in listing and "w0rd" not in listing and "t0ken" not in listing
+
+        # The wrong password: the camera's 401 shows as the stream's error, with the password masked.
+        wrong = {**config, "id": "gate2", "source": f"http://viewer:nope@{host}/snapshot.jpg", "sinks": []}
+        assert requests.post(url + "/streams", json=wrong).status_code == 201
+        state = wait_for(lambda: (s := stream_state(url, "gate2"))["last_error"] and s, 15)
+        assert "401" in state["last_error"] and "nope" not in json.dumps(state)
+    finally:
+        hook.close()
+        camera.close()

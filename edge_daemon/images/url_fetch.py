@@ -7,13 +7,14 @@ is checked again. Only http and https are accepted; size and time are bounded.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ipaddress
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from edge_daemon.errors import BadRequest, PayloadTooLarge
 
@@ -118,6 +119,18 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+def basic_auth(parts: SplitResult) -> dict[str, str]:
+    """An Authorization header from the URL's user:password (snapshot cameras, webhooks), or none.
+
+    Python's http.client ignores credentials in a URL; cameras that need them answer 401 otherwise. A redirect
+    to another host drops them, as urljoin keeps the user info only for a path on the same host.
+    """
+    if parts.username is None:
+        return {}
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
 def _open(url: str, policy: UrlPolicy, deadline: float) -> http.client.HTTPResponse:
     try:  # urlsplit and .port raise ValueError on a malformed host ('[' without ']') or port
         parts = urlsplit(url)
@@ -141,7 +154,7 @@ def _open(url: str, policy: UrlPolicy, deadline: float) -> http.client.HTTPRespo
         path += "?" + parts.query
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     connection.request("GET", path, headers={"Host": host_header, "User-Agent": "edge-daemon",
-                                             "Accept": "image/*"})
+                                             "Accept": "image/*", **basic_auth(parts)})
     return connection.getresponse()
 
 

@@ -6,6 +6,7 @@ A server this machine cannot run makes its test skip with the reason (.ci/run in
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -133,6 +134,15 @@ class _CameraHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner: HttpCamera = self.server.owner  # type: ignore[attr-defined]
+        if owner.credentials is not None:
+            expected = "Basic " + base64.b64encode(":".join(owner.credentials).encode()).decode()
+            if self.headers.get("Authorization") != expected:  # as IP cameras do
+                owner.refused += 1
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         if self.path == "/snapshot.jpg":
             owner.snapshots += 1
             self.send_response(200)
@@ -156,12 +166,15 @@ class _CameraHandler(BaseHTTPRequestHandler):
 
 
 class HttpCamera(_Server):
-    """`/mjpeg` (multipart/x-mixed-replace at `fps`) and `/snapshot.jpg`, both the same JPEG."""
+    """`/mjpeg` (multipart/x-mixed-replace at `fps`) and `/snapshot.jpg`, both the same JPEG; with `credentials`
+    (user, password), only for requests carrying them as HTTP Basic auth (others get a 401)."""
 
-    def __init__(self, jpeg: bytes, fps: float = 10):
+    def __init__(self, jpeg: bytes, fps: float = 10, credentials: tuple[str, str] | None = None):
         self.jpeg = jpeg
         self.fps = fps
         self.snapshots = 0
+        self.credentials = credentials
+        self.refused = 0
         super().__init__(_CameraHandler)
 
 

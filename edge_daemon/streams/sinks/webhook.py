@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 from edge_daemon.errors import ApiError
-from edge_daemon.images.url_fetch import PinnedHTTPSConnection, UrlPolicy, resolve_checked
+from edge_daemon.images.url_fetch import PinnedHTTPSConnection, UrlPolicy, basic_auth, resolve_checked
 from edge_daemon.streams.config import WebhookSinkConfig
 from edge_daemon.streams.masking import mask_url
 from edge_daemon.streams.sinks import Message, SinkStats
@@ -110,7 +110,7 @@ class WebhookSink:
             return error.message.replace("image URL", "webhook URL")
         headers = {"Content-Type": "application/json", "User-Agent": "edge-daemon",
                    "X-Edge-Daemon-Stream": self.stream_id, "X-Edge-Daemon-Topic": message.topic,
-                   "Host": parts.netloc.rsplit("@", 1)[-1]}
+                   "Host": parts.netloc.rsplit("@", 1)[-1], **basic_auth(parts)}
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign(self.config.secret, message.body)
         connection: http.client.HTTPConnection
