@@ -466,3 +466,31 @@ def test_camera_and_webhook_credentials_in_urls_are_sent_as_basic_auth_and_never
     finally:
         hook.close()
         camera.close()
+
+
+def test_live_preview_is_an_mjpeg_stream_of_annotated_frames(streams_daemon, scene):
+    camera = HttpCamera(encode_jpeg(scene[0], 85), fps=10)
+    url = streams_daemon.url
+    try:
+        config = {"id": "drive", "source": camera.url + "/mjpeg", "model_id": "shapes/1", "max_fps": 5}
+        assert requests.post(url + "/streams", json=config).status_code == 201
+        wait_for(lambda: stream_state(url, "drive")["frames"]["inferred"] >= 1, 15)
+        refused = requests.get(url + "/streams/drive/preview.mjpeg", params={"fps": 50})
+        assert refused.status_code == 400 and "fps" in refused.json()["message"]
+        started = time.monotonic()
+        # OpenCV's own MJPEG reader (as an NVR or VLC would open it) reads the preview as a video.
+        capture = cv2.VideoCapture(url + "/streams/drive/preview.mjpeg?fps=4", cv2.CAP_FFMPEG)
+        pictures = []
+        while len(pictures) < 3 and time.monotonic() - started < 20:
+            ok, picture = capture.read()
+            if ok:
+                pictures.append(picture)
+        capture.release()
+        elapsed = time.monotonic() - started
+        assert len(pictures) == 3 and pictures[0].shape == scene[0].shape
+        assert elapsed >= 0.4, "at most 4 pictures a second: the 3rd comes at least 0.5 s after the 1st"
+        # Annotated: the predictions are drawn over the camera's picture (far more changed than by JPEG alone).
+        changed = (np.abs(pictures[-1].astype(int) - scene[0].astype(int)).max(axis=2) > 60).mean()
+        assert changed > 0.01
+    finally:
+        camera.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
@@ -15,6 +17,8 @@ from edge_daemon.processing.visualise import encode_jpeg
 from edge_daemon.streams.config import MqttSinkConfig, StreamConfig, StreamReplacement, WebhookSinkConfig, Zone
 from edge_daemon.streams.manager import StreamManager
 from edge_daemon.streams.schemas import StreamDeleted, StreamFrames, StreamList, StreamResult, StreamStatus
+from edge_daemon.streams.sinks.sse import Subscription
+from edge_daemon.streams.stream import Stream
 
 BODY_LIMIT = 256 * 1024
 
@@ -100,6 +104,39 @@ class EventsResource(_Base):
         resp.stream = subscription.frames()
 
 
+PREVIEW_BOUNDARY = "edge-daemon-frame"
+
+
+class PreviewResource(_Base):
+    """A live annotated preview as multipart MJPEG (what browsers, VLC and NVRs show for an IP camera), at
+    most `fps` pictures a second; it counts against the same connection cap as SSE."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
+        stream = self.manager.get(stream_id)
+        fps = req.get_param_as_float("fps", min_value=0.1, max_value=10.0, default=2.0)
+        subscription = stream.hub.subscribe()
+        resp.content_type = f"multipart/x-mixed-replace; boundary={PREVIEW_BOUNDARY}"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.stream = _preview_parts(stream, subscription, 1.0 / fps)
+
+
+def _preview_parts(stream: Stream, subscription: Subscription, interval: float) -> Iterator[bytes]:
+    """One JPEG part per inference, skipping those that come sooner than `interval` after the last part sent;
+    the last picture again after a quiet spell (a keep-alive), until the stream stops or the viewer leaves."""
+    sent_at = 0.0
+    for messages in subscription.batches():
+        now = time.monotonic()
+        if messages and now - sent_at < interval:
+            continue
+        latest, pixels = stream.latest, stream.latest_pixels
+        if latest is None or pixels is None:
+            continue
+        picture = encode_jpeg(visualise.draw(pixels, latest, stream.colours, True, 2))
+        sent_at = now
+        yield (f"--{PREVIEW_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture)}\r\n\r\n"
+               .encode() + picture + b"\r\n")
+
+
 def _status_responses(description: str, schema: Any, *errors: int) -> dict[str, Any]:
     return {"200": {"description": description, "content": json_content(ref(schema))}, **error_responses(*errors)}
 
@@ -116,6 +153,7 @@ def register(app: falcon.App, registry: OpenApiRegistry, manager: StreamManager)
     app.add_route("/streams/{stream_id}/latest", LatestResource(manager))
     app.add_route("/streams/{stream_id}/latest.jpg", LatestPictureResource(manager))
     app.add_route("/streams/{stream_id}/events", EventsResource(manager))
+    app.add_route("/streams/{stream_id}/preview.mjpeg", PreviewResource(manager))
     created = {"201": {"description": "The stream, starting", "content": json_content(ref(StreamStatus))}}
     operations = (
         Operation("/streams", "get", "List camera streams", operation_id="list_streams",
@@ -150,6 +188,14 @@ def register(app: falcon.App, registry: OpenApiRegistry, manager: StreamManager)
                   responses={"200": {"description": "text/event-stream; one `event:` per topic",
                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                              **error_responses(404, 503)}),
+        Operation("/streams/{stream_id}/preview.mjpeg", "get",
+                  "Live annotated preview (multipart MJPEG, at most `fps` pictures a second)",
+                  operation_id="stream_preview", parameters=[stream_id, {
+                      "name": "fps", "in": "query", "required": False, "description": "pictures a second",
+                      "schema": {"type": "number", "minimum": 0.1, "maximum": 10, "default": 2}}],
+                  responses={"200": {"description": "multipart/x-mixed-replace of JPEG pictures",
+                                     "content": {"multipart/x-mixed-replace": {"schema": {"type": "string"}}}},
+                             **error_responses(400, 404, 503)}),
     )
     for operation in operations:
         operation.tags = ["streams"]

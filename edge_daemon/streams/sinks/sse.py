@@ -1,5 +1,6 @@
 """Server-Sent Events: each subscriber gets its own small ring buffer, so a slow reader loses old messages
-instead of holding memory or the stream; the number of open SSE connections is capped (each holds a worker)."""
+instead of holding memory or the stream; the number of open SSE (and MJPEG preview) connections is capped
+(each holds a worker)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,9 @@ class Subscription:
             self.closed = True
             self._cond.notify()
 
-    def frames(self) -> Iterator[bytes]:
-        """SSE text: `event: <topic>` + `data: <json>`, and a comment line as keep-alive."""
+    def batches(self) -> Iterator[list[Message]]:
+        """Messages as they come, [] after KEEPALIVE_SECONDS of silence, until the stream closes."""
         try:
-            yield b"retry: 2000\n\n"
             while True:
                 with self._cond:
                     if not self._items and not self.closed:
@@ -43,12 +43,21 @@ class Subscription:
                         return
                     items = list(self._items)
                     self._items.clear()
+                yield items
+        finally:
+            self._hub.unsubscribe(self)
+
+    def frames(self) -> Iterator[bytes]:
+        """SSE text: `event: <topic>` + `data: <json>`, and a comment line as keep-alive."""
+        try:
+            yield b"retry: 2000\n\n"
+            for items in self.batches():
                 if not items:
                     yield b": keep-alive\n\n"
                 for message in items:
                     yield b"event: " + message.topic.encode() + b"\ndata: " + message.body + b"\n\n"
         finally:
-            self._hub.unsubscribe(self)
+            self._hub.unsubscribe(self)  # also when the client left before the first batch
 
 
 class SubscriberLimit:
