@@ -6,9 +6,11 @@ scene of shapes) and a daemon subprocess:
    own histogram), for growing N; the largest N that keeps up with p95 < 400 ms is the answer;
 3. saturation: N streams at max_fps 30 (more than the CPU can do): stream throughput vs bare session.run;
 4. grabbing cost: daemon CPU per idle 720p30 stream (grabbing and decoding, no inference);
-5. memory: daemon RSS with 8 streams, sampled over --soak seconds.
+5. memory: daemon RSS with 8 streams, sampled over --soak seconds, starting right after the saturation burst
+   (so the series shows the burst given back: ONNX Runtime's arena and the C heap are trimmed a
+   --memory-trim-seconds period or two after it).
 
-    python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--seconds 15] [--soak 120]
+    python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--seconds 15] [--soak 600]
 
 The CPU is shared and noisy; run it on a quiet box and compare the rows of one run, not runs.
 """
@@ -129,7 +131,7 @@ def main() -> int:
     parser.add_argument("--counts", default="1,2,4,6,8")
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--soak", type=float, default=120.0, help="seconds of the 8-stream memory run (0: skip)")
+    parser.add_argument("--soak", type=float, default=600.0, help="seconds of the 8-stream memory run (0: skip)")
     parser.add_argument("--camera-fps", type=int, default=30)
     args = parser.parse_args()
     reason = rtsp_unavailable()
@@ -179,15 +181,16 @@ def main() -> int:
         print(f"\nmost streams at {args.fps:g} fps with p95 frame age < 400 ms: {best}")
 
         # Side by side: bare session.run again just before (the CPU is shared, so the start-up figure drifts).
-        bare1 = bare_throughput("shapes/1", args.seconds / 2, 1)
-        bare8 = bare_throughput("shapes/1", args.seconds / 2, 8)
+        bare = {batch: bare_throughput("shapes/1", args.seconds / 3, batch) for batch in (1, 4, 8)}
         ids = add_streams(daemon.url, camera.url, 8, 30, "sat")
         row = measure(daemon.url, pid, args.seconds)
         remove_streams(daemon.url, ids)
-        print(f"\nsaturation (8 streams asking 30 fps): {row['inferred_per_s']:.1f} inferences/s; bare session.run "
-              f"just before: batch 1 {bare1:.1f}/s, batch 8 {bare8:.1f}/s -> streams = "
-              f"{100 * row['inferred_per_s'] / bare1:.0f} % of batch 1, {100 * row['inferred_per_s'] / bare8:.0f} % "
-              f"of batch 8; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} cores")
+        burst_rss = rss_bytes(pid) / 2**20
+        ratios = ", ".join(f"{100 * row['inferred_per_s'] / rate:.0f} % of batch {batch} ({rate:.1f}/s)"
+                           for batch, rate in bare.items())
+        print(f"\nsaturation (8 streams asking 30 fps): {row['inferred_per_s']:.1f} inferences/s = {ratios} of bare "
+              f"session.run just before; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} "
+              f"cores; RSS after the burst {burst_rss:.0f} MB")
 
         if args.soak > 0:
             ids = add_streams(daemon.url, camera.url, 8, args.fps, "soak")

@@ -136,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("malloc_arenas", int, lambda: 2,
            "glibc malloc arenas (0: glibc's 8 per core); few arenas keep many threads' freed buffers from "
            "each pinning its own memory"),
-    Option("memory_trim_seconds", float, lambda: 30.0,
+    Option("memory_trim_seconds", float, lambda: 10.0,
            "this long after a burst, unused memory (ONNX Runtime arena, free heap pages) goes back to the OS "
            "(0: never)"),
     Option("batch_window_ms", float, lambda: 5.0,
@@ -168,8 +168,9 @@ OPTIONS: tuple[Option, ...] = (
            "TOML file of camera streams started with the daemon (see README, Camera streams); empty: none"),
     Option("state_dir", str, _default_state_dir,
            "where streams created over HTTP are kept across restarts"),
-    Option("stream_slots", int, lambda: 8,
-           "stream inferences in flight at once (the rest of the engine queue stays free for HTTP requests)"),
+    Option("stream_slots", int, lambda: 4,
+           "stream inferences in flight at once, so also the largest batch streams make (the rest of the engine "
+           "queue stays free for HTTP requests); 4 keeps most of batching's gain at half of 8's arena memory"),
     Option("streams_allow_local", _parse_bool, lambda: False,
            "let POST /streams open video files and V4L2 devices (the streams file always may)"),
 )
@@ -217,7 +218,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     engine_slots: int = 0
     malloc_arenas: int = 2
-    memory_trim_seconds: float = 30.0
+    memory_trim_seconds: float = 10.0
     batch_window_ms: float = 5.0
     max_queue: int = 32
     request_timeout: float = 30.0
@@ -234,7 +235,7 @@ class Settings:
     # camera streams
     streams_file: str = ""
     state_dir: str = field(default_factory=_default_state_dir)
-    stream_slots: int = 8
+    stream_slots: int = 4
     streams_allow_local: bool = False
 
     @property

@@ -3,9 +3,10 @@
 A long-running daemon with many threads (camera readers, decoders, request workers) meets two glibc habits:
 each thread that allocates may get its own malloc arena (up to 8 per core), and freed memory stays in the
 arena that held it. Frames and tensors of a few MB are freed thousands of times a minute, so each arena keeps
-its own high-water mark. Capping the arenas and trimming the free pages now and then gave back 60-130 MB with
-eight 720p cameras (bench/streams.py), at one `malloc_trim` call per period instead of a page fault per buffer
-(a fixed mmap threshold did as well on memory but cost ~50,000 page faults a second).
+its own high-water mark. Capping the arenas at 2 took eight 720p cameras from 371-414 MB to 333-347 MB RSS
+(bench/streams.py set-up), and trimming the free pages every 10 s keeps the rest from creeping, at one
+`malloc_trim` call per period. A fixed mmap threshold did about as well on memory but cost ~50,000 page faults
+a second, and a page fault per large buffer of every HTTP request.
 """
 
 from __future__ import annotations
