@@ -143,20 +143,32 @@ def test_pose_model_from_detector_trains_and_exports(tmp_path: Path) -> None:
     assert manifest["files"]["keypoints_metadata.json"] == tm.sha256_file(tmp_path / "keypoints_metadata.json")
 
 
-@pytest.mark.parametrize("depth", [2, 3])
-def test_keypoint_windows_match_full_maps(depth: int) -> None:
-    """Training on windows equals the exported full-map convolution at every cell, borders included."""
+@pytest.mark.parametrize(("depth", "fine"), [(2, 0), (3, 0), (2, 4), (3, 4)])
+def test_keypoint_windows_match_full_maps(depth: int, fine: int) -> None:
+    """Training on windows equals the exported full-map convolution at every cell, borders included.
+
+    With `fine`, the stride-8 level also sees the stride-4 stem feature (a map twice as large), through
+    windows cut where tools.pose_training.stem_window_start says.
+    """
+    from tools.pose_training import stem_window_start
     from tools.shapes_nets import KeypointHead
 
-    torch.manual_seed(depth)
-    head = KeypointHead(8, 5, hidden=16, depth=depth).eval()
+    torch.manual_seed(depth + fine)
+    head = KeypointHead(8, 5, hidden=16, depth=depth, fine=fine).eval()
     size, half = 6, depth
     feat = torch.randn(1, 8, size, size)
+    stem = torch.randn(1, fine, 2 * size, 2 * size) if fine else None
     with torch.no_grad():
-        full = head(feat)[0].reshape(15, -1).T  # (cells, 15)
+        full = head(feat, stem)[0].reshape(15, -1).T  # (cells, 15)
         padded = torch.nn.functional.pad(feat, (half, half, half, half))[0]
         rows, cols = np.divmod(np.arange(size * size), size)
         windows = torch.stack([padded[:, r:r + 2 * half + 1, c:c + 2 * half + 1] for r, c in zip(rows, cols, strict=True)])
         cells = torch.from_numpy(np.stack([rows, cols, np.full_like(rows, size)], 1).astype(np.float32))
-        part = head.forward_windows(windows, cells)
+        stem_windows = None
+        if stem is not None:
+            w = head.fine_window
+            spad = torch.nn.functional.pad(stem, (w, w, w, w))[0]
+            starts = [stem_window_start(8, int(r), int(c), w) for r, c in zip(rows, cols, strict=True)]
+            stem_windows = torch.stack([spad[:, r0 + w:r0 + 2 * w, c0 + w:c0 + 2 * w] for r0, c0 in starts])
+        part = head.forward_windows(windows, cells, stem_windows)
     np.testing.assert_allclose(part.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)

@@ -27,6 +27,8 @@ from tools.train_models import Ema, _batch_indices, assign_targets, lr_at, make_
 
 NECK_OUTPUTS = ("/model/neck/td3/act/Mul_output_0", "/model/neck/bu4/act/Mul_output_0",
                 "/model/neck/bu5/act/Mul_output_0")  # the neck's stride 8, 16 and 32 features in the ONNX graph
+STEM_OUTPUT = "/model/backbone/stem/stem.1/act/Mul_output_0"  # the backbone's stride-4 feature (32 channels)
+STEM_STRIDE = 4
 
 
 def _feature_session(onnx_path: Path, threads: int):
@@ -36,7 +38,7 @@ def _feature_session(onnx_path: Path, threads: int):
 
     proto = onnx.load(str(onnx_path))
     produced = {o for node in proto.graph.node for o in node.output}
-    for name in NECK_OUTPUTS:
+    for name in (*NECK_OUTPUTS, STEM_OUTPUT):
         assert name in produced, f"{onnx_path} has no tensor {name}"
         proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
@@ -55,11 +57,21 @@ def _level_of(anchor_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return level, local // size, local % size, size
 
 
+def stem_window_start(stride: int, row: int, col: int, w: int) -> tuple[int, int]:
+    """First stem row and column of a w x w stem window centred on the anchor of cell (row, col) at `stride`.
+
+    The anchor centre (col + 0.5) * stride lies on a stem cell border for strides >= 8, so an even w centres.
+    """
+    k = stride // STEM_STRIDE
+    return k * row + k // 2 - w // 2, k * col + k // 2 - w // 2
+
+
 def build_windows(
     onnx_path: Path,
     seeds: list[int],
     workers: int = 2,
     window: int = 5,
+    stem_window: int = 0,
     batch: int = 32,
     chunk: int = 512,
     log: Callable[[str], None] = print,
@@ -70,11 +82,13 @@ def build_windows(
     own predictions. Returns windows (P, c, window, window) float16, cells (P, 3) (row, column, level map
     size), anchors (P, 2), strides
     (P, 1), keypoints (P, K, 3) (x, y network px, flag 0 none / 1 hidden / 2 visible) and sizes (P,)
-    (max side of the GT box, network px).
+    (max side of the GT box, network px). With `stem_window` > 0 also stem (P, 32, w, w) float16: the
+    zero-padded stride-4 stem feature in a w x w window centred on the anchor (see stem_window_start).
     """
     anchors, strides = make_anchors(DET_SIZE)
     half = window // 2
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("windows", "cells", "anchors", "strides", "keypoints", "sizes")}
+    keys = ("windows", "cells", "anchors", "strides", "keypoints", "sizes") + (("stem",) if stem_window else ())
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     t0 = time.perf_counter()
     with get_context("fork").Pool(workers) as pool:
         session = _feature_session(onnx_path, workers)
@@ -83,19 +97,29 @@ def build_windows(
             for b0 in range(0, len(samples), batch):
                 part = samples[b0:b0 + batch]
                 x = np.stack([s[0] for s in part]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-                pred, *feats = session.run(None, {"images": np.ascontiguousarray(x)})
+                pred, *feats, stem = session.run(None, {"images": np.ascontiguousarray(x)})
                 p = torch.from_numpy(pred).transpose(1, 2)  # (B, N, 8)
                 xyxy = torch.cat([p[..., :2] - p[..., 2:4] / 2, p[..., :2] + p[..., 2:4] / 2], -1)
                 gt_boxes = torch.from_numpy(np.stack([s[1] for s in part]))
                 gt_cls = torch.from_numpy(np.stack([s[2] for s in part]))
                 fg, tgt, t_boxes, _ = assign_targets(p[..., 4:], xyxy, anchors, gt_boxes, gt_cls)
                 padded = [np.pad(f, ((0, 0), (0, 0), (half, half), (half, half))) for f in feats]
+                spad = stem_window
+                stem_padded = np.pad(stem, ((0, 0), (0, 0), (spad, spad), (spad, spad))) if stem_window else None
                 for i, s in enumerate(part):
                     idx = np.flatnonzero(fg[i].numpy())
                     level, row, col, size = _level_of(idx)
                     out["windows"].append(np.stack([
                         padded[lv][i, :, r:r + window, c:c + window] for lv, r, c in zip(level, row, col, strict=True)
                     ]).astype(np.float16) if len(idx) else np.zeros((0, feats[0].shape[1], window, window), np.float16))
+                    if stem_padded is not None:
+                        st = [stem_window_start(int(STRIDES[lv]), int(r), int(c), stem_window) for lv, r, c
+                              in zip(level, row, col, strict=True)]
+                        out["stem"].append(np.stack([
+                            stem_padded[i, :, r0 + spad:r0 + spad + stem_window, c0 + spad:c0 + spad + stem_window]
+                            for r0, c0 in st
+                        ]).astype(np.float16) if len(idx) else np.zeros((0, stem.shape[1], stem_window, stem_window),
+                                                                          np.float16))
                     out["cells"].append(np.stack([row, col, size], 1).astype(np.float32))
                     out["anchors"].append(anchors[idx].numpy())
                     out["strides"].append(strides[idx].numpy())
@@ -114,7 +138,10 @@ def keypoint_loss(head: KeypointHead, batch: dict[str, torch.Tensor], w_vis: flo
     Every keypoint the class has counts for position, hidden ones too (they follow from the visible
     ones); visibility is trained on all K slots, padded slots towards 0.
     """
-    raw = head.forward_windows(batch["windows"], batch["cells"])
+    stem = batch.get("stem") if head.fine is not None else None
+    if stem is not None:  # the stem feature joins the stride-8 level only
+        stem = stem * (batch["strides"] == STRIDES[0]).to(stem.dtype)[:, :, None, None]
+    raw = head.forward_windows(batch["windows"], batch["cells"], stem)
     raw = raw.reshape(raw.shape[0], MAX_KEYPOINTS, 3)
     xy = decode_keypoints(raw, batch["anchors"], batch["strides"])
     tk = batch["keypoints"]
@@ -135,14 +162,24 @@ def train_keypoint_head(
     channels: int = 48,
     hidden: int = 64,
     depth: int = 2,
+    fine: int = 0,
     seed: int = 0,
     log: Callable[[str], None] = print,
     log_every: int = 200,
+    snapshot: Callable[[KeypointHead, int], None] | None = None,
+    snapshot_every: int = 5000,
 ) -> tuple[KeypointHead, list[float]]:
-    """Train the shared keypoint branch on precomputed windows; returns its EMA weights and the losses."""
+    """Train the shared keypoint branch on precomputed windows; returns its EMA weights and the losses.
+
+    `fine` > 0 (the stem's channel count) adds the stem path (KeypointHead); `data` then needs "stem" windows.
+    `snapshot(ema_head, iteration)` is called every `snapshot_every` iterations, so a long run that is cut
+    short still leaves weights behind.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    head = KeypointHead(channels, MAX_KEYPOINTS, hidden, depth)
+    head = KeypointHead(channels, MAX_KEYPOINTS, hidden, depth, fine)
+    if not fine:
+        data = {k: v for k, v in data.items() if k != "stem"}
     ema = Ema(head, tau=200.0)
     opt = make_optimizer(head, lr, 5e-4)
     n = len(data["windows"])
@@ -163,4 +200,35 @@ def train_keypoint_head(
         if log_every and (it % log_every == 0 or it == iters - 1):
             desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
             log(f"kpt it {it}/{iters} loss={float(loss.detach()):.3f} {desc} {time.perf_counter() - t0:.0f}s")
+        if snapshot is not None and it and it % snapshot_every == 0:
+            snapshot(ema.model, it)
     return ema.model, losses
+
+
+def cached_windows(cache: Path | None, onnx_path: Path, seeds: list[int], workers: int, window: int,
+                   stem_window: int, log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+    """build_windows, kept as .npy files in `cache` (a folder) so a second training run skips the ONNX pass.
+
+    The folder's meta.json names the detector (sha256), seeds and window sizes; a cache made for other ones
+    is recomputed (one with stem windows also serves a run without them). Stem windows are only cut when
+    `stem_window` > 0.
+    """
+    import hashlib
+    import json
+
+    meta = {"detector_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "seeds": [seeds[0], len(seeds)],
+            "window": window, "stem_window": stem_window}
+    if cache is not None and (cache / "meta.json").is_file():
+        have = json.loads((cache / "meta.json").read_text())
+        if have == meta or (stem_window == 0 and have == meta | {"stem_window": have.get("stem_window")}):
+            data = {f.stem: np.load(f) for f in sorted(cache.glob("*.npy")) if stem_window or f.stem != "stem"}
+            log(f"pose windows: {len(data['windows'])} anchors read from {cache}")
+            return data
+    data = build_windows(onnx_path, seeds, workers, window, stem_window, log=log)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "meta.json").unlink(missing_ok=True)
+        for k, v in data.items():
+            np.save(cache / f"{k}.npy", v)
+        (cache / "meta.json").write_text(json.dumps(meta) + "\n")  # last: a cut-short write is never read back
+    return data

@@ -524,6 +524,20 @@ def _write_package_metadata(folder: Path, model_id: str, variant: str, resize: d
     return ["class_names.txt", "inference_config.json", "model_config.json"]
 
 
+def _kpt_snapshot(save_state: Path | None):
+    """With --save-state, keep the keypoint branch's EMA weights of a running --pose training next to it."""
+    if save_state is None:
+        return None
+
+    def save(head: nn.Module, it: int) -> None:
+        path = save_state.with_name(f"{save_state.name}.kpt-partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"iteration": it, "state": head.state_dict()}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    return save
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "edge_daemon" / "default_models")
@@ -546,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pose-lr", type=float, default=2e-3)
     ap.add_argument("--pose-hidden", type=int, default=64, help="width of the keypoint branch")
     ap.add_argument("--pose-depth", type=int, default=2, help="3x3 convs in the keypoint branch")
+    ap.add_argument("--pose-fine", action="store_true", help="also feed the backbone's stride-4 stem feature to the "
+                    "keypoint branch at the stride-8 level (finer detail for small shapes)")
+    ap.add_argument("--pose-cache", type=Path, help="folder to keep the computed neck windows in (.npy), so a second "
+                    "run with the same detector, images and branch depth reads them back instead")
     ap.add_argument("--pose-init", default=str(REPO / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"),
                     help="the shapes/1 detector ONNX whose backbone, neck and box/class heads the pose model keeps")
     args = ap.parse_args(argv)
@@ -556,20 +574,24 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     if args.pose:
-        from tools.pose_training import build_windows, train_keypoint_head
+        from tools.pose_training import cached_windows, train_keypoint_head
 
         args.skip_det = args.skip_cls = True
-        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS, kpt_hidden=args.pose_hidden, kpt_depth=args.pose_depth)
+        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS, kpt_hidden=args.pose_hidden, kpt_depth=args.pose_depth,
+                               kpt_fine=args.pose_fine)
         model.load_state_dict(state_from_onnx(Path(args.pose_init), model), strict=False)
         t = time.perf_counter()
         seeds = list(range(POSE_TRAIN_SEED0, POSE_TRAIN_SEED0 + args.pose_images))
-        windows = build_windows(Path(args.pose_init), seeds, args.threads, 2 * args.pose_depth + 1, log=log)
+        assert model.kpt is not None
+        stem_window = model.kpt.fine_window if args.pose_fine else 0
+        windows = cached_windows(args.pose_cache, Path(args.pose_init), seeds, args.threads, model.kpt.window,
+                                 stem_window, log=log)
         timings["pose_data_s"] = time.perf_counter() - t
         log(f"pose data: {len(windows['windows'])} anchor windows from {len(seeds)} images in {timings['pose_data_s']:.0f}s")
         t = time.perf_counter()
-        assert model.kpt is not None
         model.kpt, _ = train_keypoint_head(windows, args.pose_iters, lr=args.pose_lr, hidden=args.pose_hidden,
-                                           depth=args.pose_depth, log=log)
+                                           depth=args.pose_depth, fine=model.backbone.stem_channels if args.pose_fine
+                                           else 0, log=log, snapshot=_kpt_snapshot(args.save_state))
         timings["pose_train_s"] = time.perf_counter() - t
         del windows
         if args.save_state:
