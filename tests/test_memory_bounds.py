@@ -114,5 +114,16 @@ def test_only_the_frame_inference_waits_for_is_converted_and_it_is_fresh(camera)
             assert frame.captured_at >= asked, "the frame handed over was read after inference asked for it"
             time.sleep(0.2)
         assert status.frames_read - status.frames_dropped == 3
+
+        # Inference says when it comes next: about one camera frame before then the reader starts converting,
+        # so the frame is ready at once and fresh, and the ~15 frames grabbed meanwhile are not converted.
+        converted = status.frames_read - status.frames_dropped
+        slot.want_by(time.monotonic() + 0.5)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        frame = slot.take(0.0)
+        assert frame is not None, "the frame was converted before inference came for it"
+        assert asked - frame.monotonic < 0.1, "and it is the newest, not one from when want_by was called"
+        assert 1 <= status.frames_read - status.frames_dropped - converted <= 4
     finally:
         grabber.stop()

@@ -11,6 +11,7 @@ again in a new one, after a capped exponential back-off with jitter.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -39,18 +40,29 @@ class Frame:
 
 
 class FrameSlot:
-    """The latest frame only. `put` reports whether it overwrote one nobody took (a dropped frame)."""
+    """The latest frame only. `put` reports whether it overwrote one nobody took (a dropped frame).
+
+    Inference says when it will next take a frame (`want_by`); from about one camera frame before then, the
+    reader converts what it grabs, so the frame is ready, and fresh, when inference comes for it. A waiting
+    `take` always counts as wanting one.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._taken = True
         self._waiting = 0
+        self._want_from = math.inf  # monotonic time from which grabbed frames are converted
+        self.frame_interval = 0.1   # seconds between grabbed frames (the reader keeps it up to date)
 
     @property
     def wanted(self) -> bool:
-        """Whether inference is waiting for a frame: only then is a grabbed frame converted to pixels."""
-        return self._waiting > 0
+        """Whether a grabbed frame should be converted to pixels now."""
+        return self._waiting > 0 or time.monotonic() >= self._want_from
+
+    def want_by(self, deadline: float) -> None:
+        """Inference will take a frame at `deadline` (monotonic): convert frames from 1.5 frame intervals before."""
+        self._want_from = deadline - 1.5 * self.frame_interval
 
     def put(self, frame: Frame) -> bool:
         with self._cond:
@@ -70,6 +82,7 @@ class FrameSlot:
                 finally:
                     self._waiting -= 1
             self._taken = True
+            self._want_from = math.inf  # until inference says when it wants the next one
             return self._frame
 
     def peek(self) -> Frame | None:
@@ -243,9 +256,9 @@ class Grabber:
             while not attempt.cancelled.is_set():
                 cpu_started = time.thread_time()
                 grabbed = capture.grab()
-                # Only a frame that inference waits for is converted to pixels (a new 2.7 MB array at 720p):
-                # the others are decoded, counted and dropped, which saves the colour conversion and keeps
-                # the allocator from churning through 30 frames a second per camera.
+                # Only frames inference will want are converted to pixels (a new 2.7 MB array at 720p): the
+                # others are decoded, counted and dropped, which saves the colour conversion and keeps the
+                # allocator from churning through 30 frames a second per camera.
                 pixels = capture.retrieve() if grabbed and self.slot.wanted else None
                 cpu = time.thread_time() - cpu_started
                 if attempt.cancelled.is_set():
@@ -254,6 +267,8 @@ class Grabber:
                     attempt.fail("video file ended" if self.config.kind == "file" else "camera stream ended")
                     return
                 now = time.monotonic()
+                if attempt.last_frame is not None:
+                    self.slot.frame_interval += 0.2 * ((now - attempt.last_frame) - self.slot.frame_interval)
                 attempt.last_frame = now
                 attempt.frames += 1
                 self._index += 1

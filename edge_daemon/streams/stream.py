@@ -169,9 +169,9 @@ class Stream:
             frame = self.slot.take(0.5)
             if frame is None or self._stop.is_set():
                 continue
-            # Paced from the schedule, not from when the frame came: waiting for the camera's next frame
-            # (up to one frame interval) must not stretch every period (5 fps gave 4.3 that way).
+            # Paced from the schedule, not from when the frame came: a late frame must not stretch every period.
             next_at = max(next_at + interval, time.monotonic())
+            self.slot.want_by(next_at)  # the reader has the next frame converted, and fresh, by then
             # Interactive requests first: when HTTP requests queue for an engine, or streams already hold
             # their share of engine slots, this frame is skipped (counted as dropped) rather than queued.
             if gate.waiting >= max(1, gate.max_queue // 2) or not self.deps.share.acquire(timeout=interval):
