@@ -119,9 +119,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ort_optimization", str, lambda: "all",
            "ONNX Runtime graph optimisation saved in the engine cache: all (fastest, keyed to the CPU's "
            "instruction set) or extended (portable)"),
-    Option("ort_spinning", _parse_bool, lambda: True,
-           "let idle ONNX Runtime threads spin: best for heavy models; turn off for tiny models under many "
-           "concurrent clients (see README, Performance)"),
+    Option("ort_spinning", _parse_bool, lambda: False,
+           "let idle ONNX Runtime threads spin: more throughput for heavy models under many concurrent clients, "
+           "but the spinning threads delay the HTTP and camera threads on small boxes (see README, Performance)"),
     Option("ort_threads", int, lambda: 0, "ONNX Runtime intra-op threads per session (0: the CPU count)"),
     Option("registry_timeout", float, lambda: 30.0, "seconds allowed for each registry request"),
     Option("access_keys", _parse_list, list,
@@ -209,7 +209,7 @@ class Settings:
     trt_retry_hours: float = 24.0
     model_retry_seconds: float = 300.0
     ort_optimization: str = "all"
-    ort_spinning: bool = True
+    ort_spinning: bool = False
     ort_threads: int = 0
     registry_timeout: float = 30.0
     access_keys: list[str] = field(default_factory=list, repr=False)
