@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 import pytest
 import requests
@@ -55,16 +54,10 @@ ROUTES = {"object-detection": "object_detection", "instance-segmentation": "inst
 @pytest.fixture(scope="module")
 def images() -> list[tuple[bytes, np.ndarray]]:
     """(JPEG bytes, the pixels the daemon decodes from them) for each size."""
-    picture = ref.photo()
-    if picture is None:
+    photos = ref.photo_jpegs(SIZES)
+    if photos is None:
         pytest.skip("matplotlib's sample photo (test data) is not installed")
-    out = []
-    for width, height in SIZES:
-        resized = picture if picture.shape[:2] == (height, width) else cv2.resize(picture, (width, height),
-                                                                                interpolation=cv2.INTER_AREA)
-        jpeg = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-        out.append((jpeg, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)))
-    return out
+    return photos
 
 
 def _network_input(size: tuple[int, int], mode: str, pad: int, version: tuple[int, int] | None) -> dict:

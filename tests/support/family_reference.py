@@ -41,6 +41,20 @@ def photo() -> np.ndarray | None:
     return cv2.imread(str(path)) if path is not None else None
 
 
+def photo_jpegs(sizes: list[tuple[int, int]]) -> list[tuple[bytes, np.ndarray]] | None:
+    """The photo at each (width, height) as (JPEG bytes, the pixels a decoder gets from them); None without it."""
+    picture = photo()
+    if picture is None:
+        return None
+    out = []
+    for width, height in sizes:
+        resized = picture if picture.shape[:2] == (height, width) else cv2.resize(picture, (width, height),
+                                                                                interpolation=cv2.INTER_AREA)
+        jpeg = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+        out.append((jpeg, cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)))
+    return out
+
+
 def install(root: Path, model_id: str, weights: Path, task: str, model_type: str, classes: list[str],
             resize: tuple[int, int], resize_format: str, extra: dict[str, object] | None = None) -> Path:
     """A models-dir entry in Roboflow's classic format; `extra` files (name -> JSON) are added as they are."""
