@@ -463,6 +463,8 @@ def test_camera_and_webhook_credentials_in_urls_are_sent_as_basic_auth_and_never
         assert requests.post(url + "/streams", json=wrong).status_code == 201
         state = wait_for(lambda: (s := stream_state(url, "gate2"))["last_error"] and s, 15)
         assert "401" in state["last_error"] and "nope" not in json.dumps(state)
+        # No picture yet: the live preview says so at once instead of holding the connection open.
+        assert requests.get(url + "/streams/gate2/preview.mjpeg", timeout=5).status_code == 404
     finally:
         hook.close()
         camera.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -114,6 +115,8 @@ class PreviewResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
         stream = self.manager.get(stream_id)
         fps = req.get_param_as_float("fps", min_value=0.1, max_value=10.0, default=2.0)
+        if stream.latest is None or stream.latest_pixels is None:  # nothing to show yet: no open-ended wait
+            raise NotFound(f"stream {stream_id!r} has no result yet")
         subscription = stream.hub.subscribe()
         resp.content_type = f"multipart/x-mixed-replace; boundary={PREVIEW_BOUNDARY}"
         resp.set_header("Cache-Control", "no-cache")
@@ -121,20 +124,24 @@ class PreviewResource(_Base):
 
 
 def _preview_parts(stream: Stream, subscription: Subscription, interval: float) -> Iterator[bytes]:
-    """One JPEG part per inference, skipping those that come sooner than `interval` after the last part sent;
-    the last picture again after a quiet spell (a keep-alive), until the stream stops or the viewer leaves."""
+    """The newest picture at once, then one JPEG part per inference, skipping those that come sooner than
+    `interval` after the last part sent; the last picture again after a quiet spell (a keep-alive), until the
+    stream stops or the viewer leaves."""
     sent_at = 0.0
-    for messages in subscription.batches():
-        now = time.monotonic()
-        if messages and now - sent_at < interval:
-            continue
-        latest, pixels = stream.latest, stream.latest_pixels
-        if latest is None or pixels is None:
-            continue
-        picture = encode_jpeg(visualise.draw(pixels, latest, stream.colours, True, 2))
-        sent_at = now
-        yield (f"--{PREVIEW_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture)}\r\n\r\n"
-               .encode() + picture + b"\r\n")
+    try:
+        for messages in itertools.chain([[]], subscription.batches()):
+            now = time.monotonic()
+            if messages and now - sent_at < interval:
+                continue
+            latest, pixels = stream.latest, stream.latest_pixels
+            if latest is None or pixels is None:
+                continue
+            picture = encode_jpeg(visualise.draw(pixels, latest, stream.colours, True, 2))
+            sent_at = now
+            yield (f"--{PREVIEW_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture)}\r\n\r\n"
+                   .encode() + picture + b"\r\n")
+    finally:
+        subscription.end()  # also when the viewer left after the first picture
 
 
 def _status_responses(description: str, schema: Any, *errors: int) -> dict[str, Any]:

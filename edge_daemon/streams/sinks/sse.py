@@ -32,6 +32,10 @@ class Subscription:
             self.closed = True
             self._cond.notify()
 
+    def end(self) -> None:
+        """Leave the hub (frees a connection from the cap); safe to call more than once."""
+        self._hub.unsubscribe(self)
+
     def batches(self) -> Iterator[list[Message]]:
         """Messages as they come, [] after KEEPALIVE_SECONDS of silence, until the stream closes."""
         try:
@@ -45,7 +49,7 @@ class Subscription:
                     self._items.clear()
                 yield items
         finally:
-            self._hub.unsubscribe(self)
+            self.end()
 
     def frames(self) -> Iterator[bytes]:
         """SSE text: `event: <topic>` + `data: <json>`, and a comment line as keep-alive."""
@@ -57,7 +61,7 @@ class Subscription:
                 for message in items:
                     yield b"event: " + message.topic.encode() + b"\ndata: " + message.body + b"\n\n"
         finally:
-            self._hub.unsubscribe(self)  # also when the client left before the first batch
+            self.end()  # also when the client left before the first batch
 
 
 class SubscriberLimit:
