@@ -249,6 +249,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                                                                iou_threshold=query.get("overlap", 0.3)),
                                      keypoint_confidence=query.get("keypoint_confidence", 0.0))
             url = f"{daemon.url}/{model_id}"
+            parsed_id = ModelId.parse(model_id)
 
             def over_http(url: str = url, query: dict = query) -> dict:
                 response = session.post(url, params=query, data=jpeg, headers={"Content-Type": "image/jpeg"})
@@ -258,7 +259,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
             def pipeline(model=model, image=image, params=params) -> dict:
                 return model.infer([image], params)[0]
 
-            def in_process(parsed: ModelId = ModelId.parse(model_id), params=params) -> dict:  # noqa: B008
+            def in_process(parsed: ModelId = parsed_id, params=params) -> dict:
                 answer = service.infer(parsed, [ImageSource("bytes", jpeg)], params).responses[0]
                 orjson.dumps(answer)
                 return answer

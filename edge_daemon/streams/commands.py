@@ -65,7 +65,7 @@ def test_camera(settings: Settings, source: str, model_id: str, timeout: float) 
     from edge_daemon.models.store import ModelId
     from edge_daemon.service import InferenceService
     from edge_daemon.streams.config import parse_stream
-    from edge_daemon.streams.sources import OpenContext, SourceError, open_source
+    from edge_daemon.streams.sources import OpenContext, SourceError, open_source, read_frame
 
     config = parse_stream({"id": "test", "source": source, "model_id": model_id})
     # The operator names the camera on their own box: loopback and private addresses are fine here.
@@ -73,7 +73,7 @@ def test_camera(settings: Settings, source: str, model_id: str, timeout: float) 
     started = time.monotonic()
     try:
         capture = open_source(config, context)
-        frame = capture.read()
+        frame = read_frame(capture)
     except SourceError as error:
         print(f"edge-daemon: {mask_url(source)}: {error}", file=sys.stderr)
         return 1

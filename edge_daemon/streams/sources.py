@@ -35,9 +35,6 @@ class Capture(Protocol):
     def retrieve(self) -> np.ndarray | None:
         """The last grabbed frame as BGR pixels (a new array each call), or None if it cannot be converted."""
 
-    def read(self) -> np.ndarray | None:
-        """grab() then retrieve(): the next frame, or None when the source has ended or failed."""
-
     def info(self) -> dict[str, Any]:
         """width, height, fps and codec, as far as the source knows them."""
 
@@ -90,9 +87,6 @@ class OpenCvCapture:
         ok, frame = self._capture.retrieve()
         return frame if ok else None
 
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
-
     def info(self) -> dict[str, Any]:
         c = self._capture
         return {"width": int(c.get(cv2.CAP_PROP_FRAME_WIDTH)), "height": int(c.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -132,9 +126,6 @@ class SnapshotCapture:
     def retrieve(self) -> np.ndarray | None:
         return self._frame
 
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
-
     def info(self) -> dict[str, Any]:
         height, width = self._shape[:2] if self._shape else (0, 0)
         return {"width": width, "height": height, "fps": round(1 / self._interval, 3), "codec": "jpeg",
@@ -142,6 +133,11 @@ class SnapshotCapture:
 
     def close(self) -> None:
         pass
+
+
+def read_frame(capture: Capture) -> np.ndarray | None:
+    """grab() then retrieve(): the next frame, or None when the source has ended or failed."""
+    return capture.retrieve() if capture.grab() else None
 
 
 def _check_network(url: str, context: OpenContext) -> None:
