@@ -1,6 +1,9 @@
 """Dynamic batching: concurrent requests for one model are gathered for a few milliseconds and run as one
 engine batch, then each request gets its own rows back. Only for engines with a dynamic batch dimension.
-A request that is alone in the model runs at once: the window costs nothing without concurrency."""
+
+A batch waits for more requests only while some are on their way (announced with `expect`, still decoding or
+preprocessing) and at most the window: a request alone runs at once, and a batch holding everyone who could
+join never idles the engine for the rest of the window."""
 
 from __future__ import annotations
 
@@ -22,23 +25,53 @@ class _Pending:
         self.error: BaseException | None = None
 
 
+class Arrival:
+    """A request on its way to the batcher; `close` (idempotent) says it arrived or gave up."""
+
+    __slots__ = ("_batcher", "_open")
+
+    def __init__(self, batcher: DynamicBatcher):
+        self._batcher = batcher
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._arrived()
+
+
 class DynamicBatcher:
     def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], max_batch: int, window_seconds: float,
-                 name: str = "batcher", in_flight: Callable[[], int] | None = None):
+                 name: str = "batcher", workers: int = 1):
+        """`workers`: batches gathered and run at once (the engine slots), so one batch's gathering and the
+        callers' pre- and postprocessing overlap another's run instead of idling the engine."""
         self._run = run
-        # Requests currently inside the model: waiting only pays when others may join the batch.
-        self._in_flight = in_flight
+        self._expected = 0  # announced requests not yet queued: waiting only pays while some are coming
+        self._lock = threading.Lock()
         self.max_batch = max(1, max_batch)
         self.window = window_seconds
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self.batches = 0
         self.images = 0
-        threading.Thread(target=self._work, name=name, daemon=True).start()
+        for index in range(max(1, workers)):
+            threading.Thread(target=self._work, name=f"{name} #{index}", daemon=True).start()
 
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+    def expect(self) -> Arrival:
+        """Announce a request that will call `run` soon (close the arrival if it never does)."""
+        with self._lock:
+            self._expected += 1
+        return Arrival(self)
+
+    def _arrived(self) -> None:
+        with self._lock:
+            self._expected -= 1
+
+    def run(self, tensor: np.ndarray, arrival: Arrival | None = None) -> list[np.ndarray]:
         """Outputs for `tensor`'s rows, computed in whatever batch it joined."""
         pending = _Pending(tensor)
         self._queue.put(pending)
+        if arrival is not None:
+            arrival.close()  # after the put: the batch being gathered never misses a request it counted
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
@@ -48,11 +81,10 @@ class DynamicBatcher:
         while True:
             batch = [self._queue.get()]
             size = len(batch[0].tensor)
-            alone = self._in_flight is not None and self._in_flight() <= 1 and self._queue.empty()
-            deadline = time.monotonic() + (0.0 if alone else self.window)
+            deadline = time.monotonic() + self.window
             while size < self.max_batch:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (self._expected <= 0 and self._queue.empty()):
                     break
                 try:
                     item = self._queue.get(timeout=remaining)
@@ -71,8 +103,9 @@ class DynamicBatcher:
                 item.error = error
                 item.done.set()
             return
-        self.batches += 1
-        self.images += len(stacked)
+        with self._lock:
+            self.batches += 1
+            self.images += len(stacked)
         offset = 0
         for item in batch:
             rows = len(item.tensor)

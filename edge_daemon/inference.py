@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_daemon import families
 from edge_daemon.backpressure import EngineGate
-from edge_daemon.batching import DynamicBatcher
+from edge_daemon.batching import Arrival, DynamicBatcher
 from edge_daemon.engines import Engine, create_engine
 from edge_daemon.errors import ModelArtifactError, ServiceUnavailable, stage
 from edge_daemon.families.base import ModelFacts
@@ -79,7 +79,7 @@ class LoadedModel:
             self._close_engine()
             raise
         self.batcher = (DynamicBatcher(self._run_engine, max_batch, batch_window, name=f"batcher {model_id}",
-                                       in_flight=lambda: self._active)
+                                       workers=gate.slots if gate else 1)
                         if batch_window > 0 and self.batch_size is None else None)
 
     def _check_engine(self) -> None:
@@ -137,7 +137,11 @@ class LoadedModel:
             failed.failure_stage = "warmup"  # type: ignore[attr-defined]
             raise failed from None
 
-    def _run_batches(self, tensor: np.ndarray) -> list[list[np.ndarray]]:
+    def expect(self) -> Arrival | None:
+        """Tell the dynamic batcher a request is on its way (decoding), so a batch being gathered waits for it."""
+        return self.batcher.expect() if self.batcher else None
+
+    def _run_batches(self, tensor: np.ndarray, arrival: Arrival | None) -> list[list[np.ndarray]]:
         """Run the engine over the batch in chunks it accepts; returns per-image output lists."""
         per_image: list[list[np.ndarray]] = []
         step = self.batch_size or len(tensor)
@@ -147,22 +151,27 @@ class LoadedModel:
             if self.batch_size and real < self.batch_size:
                 padding = np.zeros((self.batch_size - real, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, padding])
-            outputs = self.batcher.run(chunk) if self.batcher else self._run_engine(chunk)
+            outputs = self.batcher.run(chunk, arrival) if self.batcher else self._run_engine(chunk)
             for index in range(real):
                 per_image.append([output[index] for output in outputs])
         return per_image
 
     def infer(self, images: list[DecodedImage] | list[np.ndarray], params: InferenceParams,
-              times: StageTimes | None = None) -> list[dict[str, Any]]:
-        """Preprocess, run and decode `images` (decoded BGR arrays); one response dict per image."""
+              times: StageTimes | None = None, arrival: Arrival | None = None) -> list[dict[str, Any]]:
+        """Preprocess, run and decode `images` (decoded BGR arrays); one response dict per image.
+
+        `arrival`: from `expect`, when the caller announced the request before decoding it."""
+        arrival = arrival or self.expect()
         with self._lifecycle:
             if self._closed:
                 raise ServiceUnavailable(f"model {self.model_id} was just unloaded; retry",
                                          headers={"Retry-After": "1"})
             self._active += 1
         try:
-            return self._infer(images, params, times or StageTimes())
+            return self._infer(images, params, times or StageTimes(), arrival)
         finally:
+            if arrival is not None:
+                arrival.close()  # failed before reaching the batcher
             with self._lifecycle:
                 self._active -= 1
                 close_now = self._retired and self._active == 0
@@ -170,7 +179,7 @@ class LoadedModel:
                 self._close_engine()
 
     def _infer(self, images: list[DecodedImage] | list[np.ndarray], params: InferenceParams,
-               times: StageTimes) -> list[dict[str, Any]]:
+               times: StageTimes, arrival: Arrival | None) -> list[dict[str, Any]]:
         started = time.perf_counter()
         prepared: list[np.ndarray] = []
         geometries: list[Geometry] = []
@@ -180,7 +189,7 @@ class LoadedModel:
             geometries.append(geometry)
         tensor = self.preprocessor.to_tensor(prepared)
         after_pre = time.perf_counter()
-        outputs = self._run_batches(tensor)
+        outputs = self._run_batches(tensor, arrival)
         after_run = time.perf_counter()
         responses = [self._decode(output, geometry, params) for output, geometry in zip(outputs, geometries)]
         times.preprocess += after_pre - started

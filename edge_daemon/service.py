@@ -96,12 +96,17 @@ class InferenceService:
         if task is not None and model.task != task:
             raise BadRequest(f"model {model_id} is a {model.task} model, not {task}; use its own route")
         auto_orient = model.preprocessor.auto_orient(params.switches)
-        decode_started = time.perf_counter()
-        target = model.preprocessor.decode_target(params.switches) if self.settings.fast_decode else None
-        images = [decode_source(source, self.decode_options, auto_orient, target) for source in sources]
-        decode_seconds = time.perf_counter() - decode_started
-        times = StageTimes()
-        responses = model.infer(images, params, times)
+        arrival = model.expect()  # a batch gathering for this model waits for this request while it decodes
+        try:
+            decode_started = time.perf_counter()
+            target = model.preprocessor.decode_target(params.switches) if self.settings.fast_decode else None
+            images = [decode_source(source, self.decode_options, auto_orient, target) for source in sources]
+            decode_seconds = time.perf_counter() - decode_started
+            times = StageTimes()
+            responses = model.infer(images, params, times, arrival)
+        finally:
+            if arrival is not None:
+                arrival.close()
         if self.metrics is not None:
             self.metrics.observe_inference(str(model_id), len(images), decode_seconds, times.preprocess,
                                            times.inference, times.postprocess)

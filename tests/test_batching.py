@@ -4,6 +4,7 @@ still gets exactly its own predictions."""
 from __future__ import annotations
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -54,3 +55,30 @@ def test_fixed_batch_models_are_never_batched(make_settings):
         assert requests.post(server.url + "/colour-v5/1", data=_image((0, 0, 255))).status_code == 200
         model = server.service.manager.loaded()[0]
         assert model.batch_size == 1 and model.batcher is None
+
+
+def test_a_batch_holding_everyone_runs_without_waiting_out_the_window(make_settings):
+    """Requests that arrive together are batched, and the batch runs as soon as nobody else is on the way: a
+    long window only bounds how long a batch may wait for stragglers, it is not a delay every batch pays."""
+    window_ms = 3000
+    with ThreadedDaemon(make_settings(batch_window_ms=window_ms, engine_slots=1), threads=4) as server:
+        requests.post(server.url + "/colour/1", data=_image((0, 0, 255))).raise_for_status()  # load
+        model = server.service.manager.loaded()[0]
+        before = model.batcher.batches
+        barrier = threading.Barrier(3)
+        elapsed: list[float] = []
+
+        def call(colour: tuple[int, int, int]) -> None:
+            barrier.wait()
+            started = time.monotonic()
+            requests.post(server.url + "/colour/1", data=_image(colour)).raise_for_status()
+            elapsed.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=call, args=(c,)) for c in [(0, 0, 255), (0, 255, 0), (255, 0, 0)]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        batches = model.batcher.batches - before
+    assert len(elapsed) == 3 and max(elapsed) < window_ms / 2000, f"answers took {elapsed} s"
+    assert batches <= 3
