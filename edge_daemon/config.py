@@ -132,7 +132,8 @@ OPTIONS: tuple[Option, ...] = (
            "paths answered without an access key"),
     Option("cors_origins", _parse_list, list, "origins allowed by CORS (e.g. http://nvr.lan); empty: none"),
     Option("engine_slots", int, lambda: 0,
-           "models run at once (0: CPUs / ort-threads, so ONNX Runtime threads never oversubscribe the cores)"),
+           "engine runs at once (0: CPUs / ort-threads, at least 2, so one batch's pre- and postprocessing "
+           "overlap another's run)"),
     Option("malloc_arenas", int, lambda: 2,
            "glibc malloc arenas (0: glibc's 8 per core); few arenas keep many threads' freed buffers from "
            "each pinning its own memory"),
