@@ -51,7 +51,7 @@ def serve(settings: Settings, drain_seconds: float = 10.0) -> int:
     socket_map: dict[int, wasyncore.dispatcher] = {}
     server = create_server(probes.wrap(app), map=socket_map, host=settings.host, port=settings.port,
                            threads=settings.threads, ident="edge-daemon",
-                           max_request_body_size=settings.max_body_bytes + 1024 * 1024)
+                           max_request_body_size=settings.max_body_bytes + 1024 * 1024, recv_bytes=65536)
     listeners = [item for item in socket_map.values() if isinstance(item, BaseWSGIServer)]
     host, port = str(listeners[0].effective_host), int(listeners[0].effective_port)
     use_poll = server.adj.asyncore_use_poll
