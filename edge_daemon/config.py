@@ -142,7 +142,8 @@ OPTIONS: tuple[Option, ...] = (
            "(0: never)"),
     Option("batch_window_ms", float, lambda: 5.0,
            "gather concurrent requests to one model for up to this long and run them as one batch (0: off); "
-           "a request alone in the model never waits"),
+           "a batch waits only while requests for the model are still decoding or preprocessing, so a request "
+           "alone never waits"),
     Option("max_queue", int, lambda: 32,
            "requests that may wait for an engine; beyond it a 503 with Retry-After comes at once"),
     Option("request_timeout", float, lambda: 30.0, "seconds a request may wait for an engine before a 503"),
