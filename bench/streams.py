@@ -11,6 +11,7 @@ scene of shapes) and a daemon subprocess:
    --memory-trim-seconds period or two after it).
 
     python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--seconds 15] [--soak 600]
+                            [--daemon-args --engine-slots 1 ...]
 
 The CPU is shared and noisy; run it on a quiet box and compare the rows of one run, not runs.
 """
@@ -133,6 +134,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--soak", type=float, default=600.0, help="seconds of the 8-stream memory run (0: skip)")
     parser.add_argument("--camera-fps", type=int, default=30)
+    parser.add_argument("--daemon-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `edge-daemon serve` flags, to compare settings (last on the line)")
     args = parser.parse_args()
     reason = rtsp_unavailable()
     if reason:
@@ -150,7 +153,8 @@ def main() -> int:
     camera = RtspCamera(picture, fps=args.camera_fps)
     camera.start()
     daemon = DaemonProcess(["--cache-dir", str(workdir / "cache"), "--state-dir", str(workdir / "state"),
-                            "--url-allow-loopback", "true", "--api-url", "", "--log-level", "warning"],
+                            "--url-allow-loopback", "true", "--api-url", "", "--log-level", "warning",
+                            *args.daemon_args],
                            log_path=workdir / "daemon.log").wait_ready(60)
     pid = daemon.process.pid
     try:

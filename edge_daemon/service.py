@@ -63,9 +63,9 @@ def engine_slots(settings: Settings) -> int:
     """Concurrent engine runs: as many as the cores hold ONNX Runtime's threads, and at least two.
 
     With one slot the engine idles while a batch's callers pre- and postprocess and the next batch gathers;
-    a second run fills those gaps (measured: eight cameras at saturation on 2 cores, 57 % of bare
-    `session.run` throughput with two slots against 50 % with one; bench/streams.py). ONNX Runtime's threads
-    do not spin by default, so two runs sharing the cores cost little when both compute."""
+    a second run fills those gaps. Eight cameras at saturation on 2 cores (`bench/streams.py --daemon-args
+    --engine-slots N`, alternating runs): 166-179 inferences/s with two slots, 148-159 with one, for about
+    10 MB more RSS. ONNX Runtime's threads do not spin by default, so two runs sharing the cores cost little."""
     if settings.engine_slots > 0:
         return settings.engine_slots
     cpus = os.cpu_count() or 1

@@ -72,10 +72,7 @@ ROUTES = {"object-detection": "object_detection", "instance-segmentation": "inst
 @pytest.fixture(scope="module")
 def images() -> list[tuple[bytes, np.ndarray]]:
     """(JPEG bytes, the pixels the daemon decodes from them) for each test size."""
-    photos = ref.photo_jpegs(SIZES)
-    if photos is None:
-        pytest.skip("matplotlib's sample photo (test data) is not installed")
-    return photos
+    return ref.photo_jpegs(SIZES)
 
 
 @pytest.fixture(scope="module")

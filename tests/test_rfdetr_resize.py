@@ -54,10 +54,7 @@ ROUTES = {"object-detection": "object_detection", "instance-segmentation": "inst
 @pytest.fixture(scope="module")
 def images() -> list[tuple[bytes, np.ndarray]]:
     """(JPEG bytes, the pixels the daemon decodes from them) for each size."""
-    photos = ref.photo_jpegs(SIZES)
-    if photos is None:
-        pytest.skip("matplotlib's sample photo (test data) is not installed")
-    return photos
+    return ref.photo_jpegs(SIZES)
 
 
 def _network_input(size: tuple[int, int], mode: str, pad: int, version: tuple[int, int] | None) -> dict:
