@@ -21,7 +21,7 @@ from edge_daemon.config import Settings
 from edge_daemon.errors import BadRequest
 from edge_daemon.images.decode import DecodedImage, DecodeOptions, ImageSource, decode_source
 from edge_daemon.images.url_fetch import UrlPolicy
-from edge_daemon.inference import InferenceParams, LoadedModel, StageTimes
+from edge_daemon.inference import InferenceParams, LoadedModel, PreparedImage, StageTimes
 from edge_daemon.metrics import Metrics
 from edge_daemon.models.manager import ModelManager
 from edge_daemon.models.store import ModelId
@@ -129,13 +129,15 @@ class InferenceService:
             response["time"] = elapsed
         return InferenceResult(model, responses, times, decode_seconds, pictures)
 
-    def infer_pixels(self, model_id: ModelId, frames: list[np.ndarray], params: InferenceParams) -> InferenceResult:
-        """Frames already decoded (camera streams): the same engines, dynamic batching, engine gate and metrics
-        as HTTP requests, minus the image decode."""
+    def infer_pixels(self, model_id: ModelId, frames: list[np.ndarray] | list[PreparedImage],
+                     params: InferenceParams) -> InferenceResult:
+        """Frames already decoded (camera streams), as BGR arrays or already prepared by this model: the same
+        engines, dynamic batching, engine gate and metrics as HTTP requests, minus the image decode."""
         started = time.perf_counter()
         model = self.manager.get(model_id, None)
         times = StageTimes()
-        responses = model.infer([DecodedImage.full(frame) for frame in frames], params, times)
+        images = [frame if isinstance(frame, PreparedImage) else DecodedImage.full(frame) for frame in frames]
+        responses = model.infer(images, params, times)
         if self.metrics is not None:
             self.metrics.observe_inference(str(model_id), len(frames), 0.0, times.preprocess, times.inference,
                                            times.postprocess)

@@ -14,8 +14,10 @@ import pytest
 from bench.process import rss_bytes
 from edge_daemon.engines.arena_trim import ArenaTrimPolicy
 from edge_daemon.engines.onnxruntime_engine import OnnxRuntimeEngine
+from edge_daemon.errors import ServiceUnavailable
 from edge_daemon.heap import HeapKeeper
 from edge_daemon.images.url_fetch import UrlPolicy
+from edge_daemon.inference import InferenceParams, LoadedModel, PreparedImage
 from edge_daemon.scenes import generate_scene
 from edge_daemon.streams.config import parse_stream
 from edge_daemon.streams.grabber import FrameSlot, Grabber, Status
@@ -127,3 +129,60 @@ def test_only_the_frame_inference_waits_for_is_converted_and_it_is_fresh(camera)
         assert 1 <= status.frames_read - status.frames_dropped - converted <= 4
     finally:
         grabber.stop()
+
+
+class PreparingConverter:
+    """What a stream does in the reader thread: the frame's network-size image for a real loaded model."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.buffers: set[int] = set()
+        self.first_whole: np.ndarray | None = None
+        self.watching = False
+
+    def prepare(self, pixels: np.ndarray) -> PreparedImage:
+        self.buffers.add(pixels.__array_interface__["data"][0])
+        if self.first_whole is None:
+            self.first_whole = pixels.copy()
+        return self.model.prepare(pixels, InferenceParams())
+
+    def keeps_pixels(self) -> bool:
+        return self.watching
+
+
+def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do(camera):
+    """Eight 720p cameras held ~20 whole 2.7 MB frames between them; now a reader converts into one buffer and
+    only the model's 384 px image waits, with the very same answer as inferring on the whole frame."""
+    model = LoadedModel("shapes/1", SHAPES.parent)
+    converter = PreparingConverter(model)
+    config = parse_stream({"id": "cam", "source": camera.url, "model_id": "shapes/1"})
+    context = OpenContext(10.0, 5.0, UrlPolicy(allow_private=True, allow_loopback=True, timeout=5.0))
+    slot, status = FrameSlot(), Status()
+    grabber = Grabber(config, context, slot, status, converter=converter).start()
+    try:
+        frames = [slot.take(10.0) for _ in range(4)]
+        assert all(frame is not None for frame in frames), f"camera frames never arrived: {status.last_error}"
+        for frame in frames:
+            assert frame.pixels is None and (frame.width, frame.height) == (640, 360)
+            assert frame.prepared.pixels.shape == (384, 384, 3)
+        assert len(converter.buffers) == 1, "every frame was converted into the reader's one buffer"
+
+        first = frames[0].prepared
+        whole = model.infer([converter.first_whole], InferenceParams())[0]
+        prepared = model.infer([first], InferenceParams())[0]
+        assert whole["predictions"], "the scene's shapes are found (else the comparison proves little)"
+        def answer(response: dict) -> list[dict]:
+            return [{k: v for k, v in p.items() if k != "detection_id"} for p in response["predictions"]]  # random ids
+
+        assert answer(prepared) == answer(whole) and prepared["image"] == whole["image"]
+
+        converter.watching = True  # someone asks for pictures: whole frames come too, each its own array
+        kept = [slot.take(10.0) for _ in range(2)]
+        assert all(frame is not None and frame.pixels.shape == (360, 640, 3) for frame in kept)
+        assert kept[0].pixels is not kept[1].pixels and not np.shares_memory(kept[0].pixels, kept[1].pixels)
+    finally:
+        grabber.stop()
+
+    reloaded = LoadedModel("shapes/1", SHAPES.parent)
+    with pytest.raises(ServiceUnavailable, match="reloaded"):
+        reloaded.infer([first], InferenceParams())

@@ -258,6 +258,14 @@ def test_snapshot_stream_pause_resume_and_restart_persistence(make_settings, sce
         wait_for(lambda: stream_state(first.url, "porch")["frames"]["inferred"] >= 2, 20)
         assert requests.post(first.url + "/streams/porch/pause").json()["id"] == "porch"
         wait_for(lambda: stream_state(first.url, "porch")["state"] == "paused", 5)
+        # Nobody asked for a picture while it ran, so only the model's 384 px view of each frame was kept:
+        # a paused stream's picture is that view drawn back at the camera's size, at once.
+        asked = time.monotonic()
+        reply = requests.get(first.url + "/streams/porch/latest.jpg", timeout=10)
+        assert reply.status_code == 200 and time.monotonic() - asked < 2
+        shown = cv2.imdecode(np.frombuffer(reply.content, np.uint8), cv2.IMREAD_COLOR)
+        assert shown.shape == scene[0].shape
+        assert np.median(np.abs(shown.astype(int) - scene[0].astype(int))) <= 6, "the camera's picture, not grey"
         polled = camera.snapshots
         time.sleep(0.6)
         assert camera.snapshots - polled <= 1  # paused: the camera is left alone

@@ -119,6 +119,17 @@ class Geometry:
         out[:, 1] = ((points[:, 1] - self.pad_y) / self.scale_y + self.crop_y) * self.decode_ratio_y
         return np.round(out)
 
+    def network_to_original(self, input_size: tuple[int, int]) -> np.ndarray:
+        """The 2x3 affine map from original pixels to network-input pixels (for drawing a network image back at
+        the original size; the inverse of boxes_to_original without its clipping and rounding)."""
+        width, height = self.frame_size(input_size)
+        stretch_x, stretch_y = input_size[0] / width, input_size[1] / height  # RF-DETR's frame to the input
+        ax = self.scale_x / self.decode_ratio_x * stretch_x
+        ay = self.scale_y / self.decode_ratio_y * stretch_y
+        bx = (self.pad_x - self.crop_x * self.scale_x) * stretch_x
+        by = (self.pad_y - self.crop_y * self.scale_y) * stretch_y
+        return np.array([[ax, 0.0, bx], [0.0, ay, by]])
+
     def network_valid_area(self) -> tuple[float, float, float, float]:
         """The unpadded image area in network pixels (x1, y1, x2, y2): letterbox bars are never content."""
         width, height = self.resized_size()

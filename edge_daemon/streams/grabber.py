@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,10 +33,23 @@ WATCH_INTERVAL = 0.1
 
 @dataclass
 class Frame:
-    pixels: np.ndarray
+    pixels: np.ndarray | None  # the whole BGR frame; None when it was prepared and nobody needs it whole
     captured_at: float  # wall clock (epoch seconds), for payloads
     monotonic: float    # for ages
     index: int
+    width: int = 0      # of the whole frame, even when only the prepared image was kept
+    height: int = 0
+    prepared: Any = None  # what FrameConverter.prepare made of it (the network-size image), if anything
+
+
+class FrameConverter(Protocol):
+    """What the stream does with a frame as soon as it is converted, in the reader thread."""
+
+    def prepare(self, pixels: np.ndarray) -> Any | None:
+        """The network-size image inference will use (None: keep the whole frame); `pixels` is reused after."""
+
+    def keeps_pixels(self) -> bool:
+        """Whether the whole frame must be kept too (someone is watching the picture)."""
 
 
 class FrameSlot:
@@ -132,8 +145,10 @@ class Grabber:
 
     def __init__(self, config: StreamConfig, context: OpenContext, slot: FrameSlot, status: Status,
                  on_state: Callable[[str], None] | None = None,
-                 on_frame: Callable[[float], None] | None = None):
+                 on_frame: Callable[[float], None] | None = None,
+                 converter: FrameConverter | None = None):
         self.config = config
+        self.converter = converter
         self.context = context
         self.slot = slot
         self.status = status
@@ -253,13 +268,18 @@ class Grabber:
             info = capture.info()
             with self.status.lock:
                 self.status.source_info = info
+            scratch: np.ndarray | None = None  # the one whole-frame buffer this reader converts into
             while not attempt.cancelled.is_set():
                 cpu_started = time.thread_time()
                 grabbed = capture.grab()
-                # Only frames inference will want are converted to pixels (a new 2.7 MB array at 720p): the
-                # others are decoded, counted and dropped, which saves the colour conversion and keeps the
-                # allocator from churning through 30 frames a second per camera.
-                pixels = capture.retrieve() if grabbed and self.slot.wanted else None
+                # Only frames inference will want are converted to pixels: the others are decoded, counted and
+                # dropped, which saves the colour conversion.
+                pixels = prepared = None
+                width = height = 0
+                if grabbed and self.slot.wanted:
+                    pixels, prepared, scratch = self._convert(capture, scratch)
+                    if pixels is not None or prepared is not None:
+                        height, width = scratch.shape[:2] if pixels is None else pixels.shape[:2]
                 cpu = time.thread_time() - cpu_started
                 if attempt.cancelled.is_set():
                     return
@@ -273,8 +293,8 @@ class Grabber:
                 attempt.frames += 1
                 self._index += 1
                 dropped = True
-                if pixels is not None:
-                    dropped = self.slot.put(Frame(pixels, time.time(), now, self._index))
+                if pixels is not None or prepared is not None:
+                    dropped = self.slot.put(Frame(pixels, time.time(), now, self._index, width, height, prepared))
                 with self.status.lock:
                     self.status.frames_read += 1
                     self.status.frames_dropped += dropped
@@ -289,6 +309,25 @@ class Grabber:
                 capture.close()
             finally:
                 attempt.ended.set()
+
+
+    def _convert(self, capture: Any, scratch: np.ndarray | None) -> tuple[np.ndarray | None, Any, np.ndarray | None]:
+        """(whole frame or None, prepared image or None, the scratch buffer) for the frame just grabbed.
+
+        Where the stream prepares frames and nobody needs them whole, the frame is converted into the reader's
+        one scratch buffer and only the network-size image leaves the reader: no 2.7 MB array per 720p frame
+        to allocate (and fault in), hold while it waits, and fragment the heap with.
+        """
+        converter = self.converter
+        if converter is None or converter.keeps_pixels():
+            return capture.retrieve(), None, scratch
+        pixels = capture.retrieve(scratch)
+        if pixels is None:
+            return None, None, scratch
+        prepared = converter.prepare(pixels)
+        if prepared is None:  # the stream cannot prepare yet (model not loaded): the whole frame goes on
+            return pixels.copy(), None, pixels
+        return None, prepared, pixels
 
 
 def is_permanent(error: str) -> bool:

@@ -89,9 +89,10 @@ class LatestResource(_Base):
 class LatestPictureResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
         stream = self.manager.get(stream_id)
-        latest, pixels = stream.latest, stream.latest_pixels
-        if latest is None or pixels is None:
+        shown = stream.picture(stream.picture_wait())
+        if shown is None:
             raise NotFound(f"stream {stream_id!r} has no result yet")
+        latest, pixels = shown
         resp.content_type = "image/jpeg"
         resp.data = encode_jpeg(visualise.draw(pixels, latest, stream.colours, True, 2))
 
@@ -115,7 +116,7 @@ class PreviewResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
         stream = self.manager.get(stream_id)
         fps = req.get_param_as_float("fps", min_value=0.1, max_value=10.0, default=2.0)
-        if stream.latest is None or stream.latest_pixels is None:  # nothing to show yet: no open-ended wait
+        if stream.picture(stream.picture_wait()) is None:  # nothing to show yet: no open-ended wait
             raise NotFound(f"stream {stream_id!r} has no result yet")
         subscription = stream.hub.subscribe()
         resp.content_type = f"multipart/x-mixed-replace; boundary={PREVIEW_BOUNDARY}"
@@ -133,9 +134,10 @@ def _preview_parts(stream: Stream, subscription: Subscription, interval: float) 
             now = time.monotonic()
             if messages and now - sent_at < interval:
                 continue
-            latest, pixels = stream.latest, stream.latest_pixels
-            if latest is None or pixels is None:
+            shown = stream.picture(0.0)  # also keeps whole frames coming while the viewer stays
+            if shown is None:
                 continue
+            latest, pixels = shown
             picture = encode_jpeg(visualise.draw(pixels, latest, stream.colours, True, 2))
             sent_at = now
             yield (f"--{PREVIEW_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture)}\r\n\r\n"

@@ -32,8 +32,10 @@ class Capture(Protocol):
     def grab(self) -> bool:
         """Take in the next frame (demux and decode); False when the source has ended or failed."""
 
-    def retrieve(self) -> np.ndarray | None:
-        """The last grabbed frame as BGR pixels (a new array each call), or None if it cannot be converted."""
+    def retrieve(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        """The last grabbed frame as BGR pixels, or None if it cannot be converted. Written into `into` where
+        that array has the frame's shape (a new array otherwise); the caller must not keep `into`'s old
+        contents. A source may ignore `into` and return an array of its own."""
 
     def info(self) -> dict[str, Any]:
         """width, height, fps and codec, as far as the source knows them."""
@@ -83,8 +85,8 @@ class OpenCvCapture:
             ok = self._capture.grab()
         return bool(ok)
 
-    def retrieve(self) -> np.ndarray | None:
-        ok, frame = self._capture.retrieve()
+    def retrieve(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        ok, frame = self._capture.retrieve() if into is None else self._capture.retrieve(into)
         return frame if ok else None
 
     def info(self) -> dict[str, Any]:
@@ -123,8 +125,8 @@ class SnapshotCapture:
         self._shape, self._frame = frame.shape, frame
         return True
 
-    def retrieve(self) -> np.ndarray | None:
-        return self._frame
+    def retrieve(self, into: np.ndarray | None = None) -> np.ndarray | None:
+        return self._frame  # decoded anew by each grab, so `into` is not needed
 
     def info(self) -> dict[str, Any]:
         height, width = self._shape[:2] if self._shape else (0, 0)

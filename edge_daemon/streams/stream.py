@@ -10,12 +10,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import orjson
 
 from edge_daemon.errors import ApiError
 from edge_daemon.images.url_fetch import UrlPolicy
-from edge_daemon.inference import InferenceParams
+from edge_daemon.inference import InferenceParams, LoadedModel, PreparedImage
 from edge_daemon.models.store import ModelId
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.service import InferenceService
@@ -32,6 +33,8 @@ log = logging.getLogger("edge_daemon.streams")
 
 # Model errors no retry fixes: unknown model, unusable model, registry refusal.
 FATAL_STATUSES = (401, 403, 404, 422)
+# Whole frames are kept this long after a picture of the stream was last asked for.
+PIXELS_KEPT_SECONDS = 30.0
 
 
 def iso_time(epoch: float) -> str:
@@ -66,7 +69,7 @@ class Stream:
         context = OpenContext(config.open_timeout, read_timeout, deps.policy)
         decode = deps.metrics.decode.labels(config.id)
         self.grabber = Grabber(config, context, self.slot, self.status, on_state=self._state_changed,
-                               on_frame=decode.observe)
+                               on_frame=decode.observe, converter=self)
         self._frame_age = deps.metrics.frame_age.labels(config.id)
         self.params = InferenceParams(detection=DetectionParams(
             confidence=config.confidence, iou_threshold=config.iou_threshold, max_detections=config.max_detections,
@@ -77,11 +80,15 @@ class Stream:
         self.inferred = 0
         self.skipped = 0  # frames not inferred because the stream share was busy (counted in dropped)
         self.latest: dict[str, Any] | None = None
-        self.latest_pixels: np.ndarray | None = None
+        self.latest_pixels: np.ndarray | None = None  # the frame `latest` is about, kept while pictures are asked
         self.colours: dict[str, str] = {}
         self._signature: tuple[tuple[str, int], ...] | None = None
         self._described = False
         self._lock = threading.Lock()
+        self._pictures = threading.Condition(self._lock)
+        self._pixels_wanted_until = 0.0  # monotonic; whole frames are kept until then
+        self._latest_network: tuple[PreparedImage, int, int] | None = None  # when `latest` had no whole frame
+        self._model: LoadedModel | None = None  # the model instance frames are prepared for, once it answered
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._infer_loop, name=f"infer {config.id}", daemon=True)
 
@@ -157,6 +164,68 @@ class Stream:
                              "at": iso_time(time.time())})
         self._publish(Message("state", body))
 
+    # ----- pictures ---------------------------------------------------------------------------------
+    def picture(self, timeout: float) -> tuple[dict[str, Any], np.ndarray] | None:
+        """The latest result and the whole frame it is about; None at once while there is no result yet.
+
+        Whole frames are kept only for PIXELS_KEPT_SECONDS after a picture was last asked for (preview, latest
+        picture): the rest of the time only the network-size image of a frame waits for inference. So the first
+        picture asked for waits up to `timeout` for the next inferred frame.
+        """
+        with self._pictures:
+            self._pixels_wanted_until = time.monotonic() + PIXELS_KEPT_SECONDS
+            if self.latest is not None and self.status.state == "running":
+                self._pictures.wait_for(lambda: self.latest_pixels is not None, timeout)
+            latest, pixels, network = self.latest, self.latest_pixels, self._latest_network
+        if latest is None:
+            return None
+        if pixels is None and network is not None:  # paused or stalled since: the model's view, at full size
+            pixels = self._network_picture(*network)
+        return (latest, pixels) if pixels is not None else None
+
+    def _network_picture(self, image: PreparedImage, width: int, height: int) -> np.ndarray:
+        """The network-size image a result was inferred on, drawn back over a grey frame of the camera's size."""
+        height_in, width_in = image.pixels.shape[:2]
+        left, top, right, bottom = self._region_box(width, height)
+        canvas = np.full((height, width, 3), 114, np.uint8)
+        matrix = image.geometry.network_to_original((width_in, height_in))
+        canvas[top:bottom, left:right] = cv2.warpAffine(
+            image.pixels, matrix, (right - left, bottom - top), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
+        return canvas
+
+    def picture_wait(self) -> float:
+        """How long a first picture request waits for a whole frame: two inference periods and a camera frame."""
+        return min(10.0, 2.0 / self.config.max_fps + 1.0)
+
+    # ----- frame conversion (the grabber's reader thread) ----------------------------------------------
+    def keeps_pixels(self) -> bool:
+        return time.monotonic() < self._pixels_wanted_until
+
+    def prepare(self, pixels: np.ndarray) -> PreparedImage | None:
+        """The network-size image of the frame (its region of interest) for the model that last answered."""
+        model = self._model
+        if model is None:
+            return None
+        try:
+            return model.prepare(self._region(pixels)[0], self.params)
+        except Exception:  # the whole frame goes on instead, and inference reports any error
+            log.debug("stream %s: preparing a frame failed", self.config.id, exc_info=True)
+            return None
+
+    def _region(self, pixels: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """The region of interest of a whole frame, and its left and top offsets."""
+        left, top, right, bottom = self._region_box(pixels.shape[1], pixels.shape[0])
+        return pixels[top:bottom, left:right], left, top
+
+    def _region_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The region of interest (left, top, right, bottom) in a frame of this size: all of it without one."""
+        if not self.config.roi:
+            return 0, 0, width, height
+        x1, y1, x2, y2 = self.config.roi
+        left, top = int(x1 * width), int(y1 * height)
+        return left, top, max(left + 1, int(x2 * width)), max(top + 1, int(y2 * height))
+
     # ----- inference --------------------------------------------------------------------------------
     def _infer_loop(self) -> None:
         interval = 1.0 / self.config.max_fps
@@ -183,16 +252,13 @@ class Stream:
                 self.deps.share.release()
 
     def _infer(self, frame: Frame) -> None:
-        pixels = frame.pixels
-        height, width = pixels.shape[:2]
-        left = top = 0
-        if self.config.roi:
-            x1, y1, x2, y2 = self.config.roi
-            left, top = int(x1 * width), int(y1 * height)
-            pixels = pixels[top:max(top + 1, int(y2 * height)), left:max(left + 1, int(x2 * width))]
+        width, height = frame.width, frame.height
+        left, top = self._region_box(width, height)[:2]
+        image = frame.prepared if frame.prepared is not None else self._region(frame.pixels)[0]
         try:
-            result = self.deps.service.infer_pixels(self.model_id, [pixels], self.params)
+            result = self.deps.service.infer_pixels(self.model_id, [image], self.params)
         except ApiError as error:
+            self._model = None  # unloaded or reloaded: whole frames until the model answers again
             message = f"inference: {error.message}"
             if error.status in FATAL_STATUSES:
                 log.error("stream %s stops: %s", self.config.id, message)
@@ -227,9 +293,13 @@ class Stream:
             for sink in self.sinks:
                 sink.describe_classes(list(result.model.metadata.class_names))
         self._frame_age.observe(time.monotonic() - frame.monotonic)
-        with self._lock:
+        self._model = result.model
+        with self._pictures:
             self.latest, self.latest_pixels = payload, frame.pixels
+            self._latest_network = (frame.prepared, width, height) if frame.pixels is None else None
             self.inferred += 1
+            if frame.pixels is not None:
+                self._pictures.notify_all()
         self._publish(Message("detections", orjson.dumps(payload), changed))
         self._publish(Message("counts", orjson.dumps(dict(counts)), changed))
         for event in events:
