@@ -20,7 +20,7 @@ from edge_daemon.images.url_fetch import UrlPolicy
 from edge_daemon.inference import InferenceParams, LoadedModel, PreparedImage
 from edge_daemon.scenes import generate_scene
 from edge_daemon.streams.config import parse_stream
-from edge_daemon.streams.grabber import FrameSlot, Grabber, Status
+from edge_daemon.streams.grabber import FrameBuffers, FrameSlot, Grabber, Status
 from edge_daemon.streams.sources import OpenContext
 from tests.support.cameras import RtspCamera, rtsp_unavailable
 
@@ -137,21 +137,21 @@ class PreparingConverter:
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.buffers: set[int] = set()
-        self.first_whole: np.ndarray | None = None
+        self.wholes: dict[int, np.ndarray] = {}  # id of each prepared image: a copy of the whole frame
         self.watching = False
 
     def prepare(self, pixels: np.ndarray) -> PreparedImage:
         self.buffers.add(pixels.__array_interface__["data"][0])
-        if self.first_whole is None:
-            self.first_whole = pixels.copy()
-        return self.model.prepare(pixels, InferenceParams())
+        prepared = self.model.prepare(pixels, InferenceParams())
+        self.wholes[id(prepared)] = pixels.copy()
+        return prepared
 
     def keeps_pixels(self) -> bool:
         return self.watching
 
 
 def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do(camera):
-    """Eight 720p cameras held ~20 whole 2.7 MB frames between them; now a reader converts into one buffer and
+    """Eight 720p cameras held ~20 whole 2.7 MB frames between them; now readers convert into shared buffers and
     only the model's 384 px image waits, with the very same answer as inferring on the whole frame."""
     model = LoadedModel("shapes/1", SHAPES.parent)
     converter = PreparingConverter(model)
@@ -160,15 +160,17 @@ def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do
     slot, status = FrameSlot(), Status()
     grabber = Grabber(config, context, slot, status, converter=converter).start()
     try:
-        frames = [slot.take(10.0) for _ in range(4)]
+        frames = [slot.take(10.0) for _ in range(5)]
         assert all(frame is not None for frame in frames), f"camera frames never arrived: {status.last_error}"
+        assert frames[0].pixels.shape == (360, 640, 3), "the first frame tells the size buffers must have"
+        frames = frames[1:]
         for frame in frames:
             assert frame.pixels is None and (frame.width, frame.height) == (640, 360)
             assert frame.prepared.pixels.shape == (384, 384, 3)
-        assert len(converter.buffers) == 1, "every frame was converted into the reader's one buffer"
+        assert len(converter.buffers) == 1, "every frame was converted into the same buffer"
 
         first = frames[0].prepared
-        whole = model.infer([converter.first_whole], InferenceParams())[0]
+        whole = model.infer([converter.wholes[id(first)]], InferenceParams())[0]
         prepared = model.infer([first], InferenceParams())[0]
         assert whole["predictions"], "the scene's shapes are found (else the comparison proves little)"
         def answer(response: dict) -> list[dict]:
@@ -186,3 +188,16 @@ def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do
     reloaded = LoadedModel("shapes/1", SHAPES.parent)
     with pytest.raises(ServiceUnavailable, match="reloaded"):
         reloaded.infer([first], InferenceParams())
+
+
+def test_frame_buffers_are_reused_and_at_most_keep_stay():
+    buffers = FrameBuffers(keep=2)
+    taken = [buffers.take((360, 640, 3)) for _ in range(3)]  # three readers converting at once
+    assert len({id(buffer) for buffer in taken}) == 3
+    for buffer in taken:
+        buffers.give(buffer)
+    assert buffers.held == 2, "the third is freed, not kept"
+    again = buffers.take((360, 640, 3))
+    assert any(again is buffer for buffer in taken[:2])
+    other = buffers.take((720, 1280, 3))
+    assert other.shape == (720, 1280, 3) and buffers.held == 1, "a camera of another size gets its own"

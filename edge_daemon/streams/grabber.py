@@ -42,6 +42,37 @@ class Frame:
     prepared: Any = None  # what FrameConverter.prepare made of it (the network-size image), if anything
 
 
+class FrameBuffers:
+    """Whole-frame buffers the readers convert into, shared by every stream of the daemon.
+
+    A conversion (colour conversion, then the model's resize) takes a millisecond or two and the buffer is free
+    again right after it, so a buffer per core serves many cameras, where a buffer per reader held 2.7 MB per
+    720p camera for good. When all are in use, a reader converts into a new one; only `keep` stay.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            for index, buffer in enumerate(self._free):
+                if buffer.shape == shape:
+                    return self._free.pop(index)
+        return np.empty(shape, np.uint8)
+
+    def give(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+
 class FrameConverter(Protocol):
     """What the stream does with a frame as soon as it is converted, in the reader thread."""
 
@@ -146,9 +177,10 @@ class Grabber:
     def __init__(self, config: StreamConfig, context: OpenContext, slot: FrameSlot, status: Status,
                  on_state: Callable[[str], None] | None = None,
                  on_frame: Callable[[float], None] | None = None,
-                 converter: FrameConverter | None = None):
+                 converter: FrameConverter | None = None, buffers: FrameBuffers | None = None):
         self.config = config
         self.converter = converter
+        self.buffers = buffers or FrameBuffers(keep=1)
         self.context = context
         self.slot = slot
         self.status = status
@@ -268,7 +300,7 @@ class Grabber:
             info = capture.info()
             with self.status.lock:
                 self.status.source_info = info
-            scratch: np.ndarray | None = None  # the one whole-frame buffer this reader converts into
+            shape: tuple[int, ...] | None = None  # of this camera's frames, once one was converted
             while not attempt.cancelled.is_set():
                 cpu_started = time.thread_time()
                 grabbed = capture.grab()
@@ -277,9 +309,9 @@ class Grabber:
                 pixels = prepared = None
                 width = height = 0
                 if grabbed and self.slot.wanted:
-                    pixels, prepared, scratch = self._convert(capture, scratch)
-                    if pixels is not None or prepared is not None:
-                        height, width = scratch.shape[:2] if pixels is None else pixels.shape[:2]
+                    pixels, prepared, shape = self._convert(capture, shape)
+                    if shape is not None:
+                        height, width = shape[:2]
                 cpu = time.thread_time() - cpu_started
                 if attempt.cancelled.is_set():
                     return
@@ -311,23 +343,29 @@ class Grabber:
                 attempt.ended.set()
 
 
-    def _convert(self, capture: Any, scratch: np.ndarray | None) -> tuple[np.ndarray | None, Any, np.ndarray | None]:
-        """(whole frame or None, prepared image or None, the scratch buffer) for the frame just grabbed.
+    def _convert(self, capture: Any, shape: tuple[int, ...] | None
+                 ) -> tuple[np.ndarray | None, Any, tuple[int, ...] | None]:
+        """(whole frame or None, prepared image or None, the frame's shape) for the frame just grabbed.
 
-        Where the stream prepares frames and nobody needs them whole, the frame is converted into the reader's
-        one scratch buffer and only the network-size image leaves the reader: no 2.7 MB array per 720p frame
-        to allocate (and fault in), hold while it waits, and fragment the heap with.
+        Where the stream prepares frames and nobody needs them whole, the frame is converted into a shared
+        buffer and only the network-size image leaves the reader: no 2.7 MB array per 720p frame to allocate
+        (and fault in), to hold while it waits, and to fragment the heap with.
         """
         converter = self.converter
-        if converter is None or converter.keeps_pixels():
-            return capture.retrieve(), None, scratch
-        pixels = capture.retrieve(scratch)
-        if pixels is None:
-            return None, None, scratch
-        prepared = converter.prepare(pixels)
-        if prepared is None:  # the stream cannot prepare yet (model not loaded): the whole frame goes on
-            return pixels.copy(), None, pixels
-        return None, prepared, pixels
+        if converter is None or converter.keeps_pixels() or shape is None:
+            pixels = capture.retrieve()  # a new array (the first frame tells the shape buffers must have)
+            return pixels, None, None if pixels is None else pixels.shape
+        buffer = self.buffers.take(shape)
+        try:
+            pixels = capture.retrieve(buffer)
+            if pixels is None:
+                return None, None, shape
+            prepared = converter.prepare(pixels)
+            if prepared is None:  # the stream cannot prepare yet (model not loaded): the whole frame goes on
+                return pixels.copy() if pixels is buffer else pixels, None, pixels.shape
+            return None, prepared, pixels.shape
+        finally:
+            self.buffers.give(buffer)  # untouched when the source returned an array of its own
 
 
 def is_permanent(error: str) -> bool:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -21,7 +22,7 @@ from edge_daemon.models.store import ModelId
 from edge_daemon.processing.detection import DetectionParams
 from edge_daemon.service import InferenceService
 from edge_daemon.streams.config import StreamConfig
-from edge_daemon.streams.grabber import Frame, FrameSlot, Grabber, Status
+from edge_daemon.streams.grabber import Frame, FrameBuffers, FrameSlot, Grabber, Status
 from edge_daemon.streams.masking import mask_url, scrub
 from edge_daemon.streams.metrics import StreamMetrics
 from edge_daemon.streams.sinks import Message, Sink, SinkStats, build_sink
@@ -44,13 +45,14 @@ def iso_time(epoch: float) -> str:
 @dataclass
 class StreamDeps:
     """What every stream shares: the service (engines, batching), the address policy, the share of engine
-    slots streams may hold, metrics and the SSE connection cap."""
+    slots streams may hold, metrics, the SSE connection cap and the buffers readers convert frames into."""
 
     service: InferenceService
     policy: UrlPolicy
     share: threading.BoundedSemaphore
     metrics: StreamMetrics
     subscribers: SubscriberLimit
+    frame_buffers: FrameBuffers = field(default_factory=lambda: FrameBuffers(keep=os.cpu_count() or 1))
 
 
 class Stream:
@@ -69,7 +71,7 @@ class Stream:
         context = OpenContext(config.open_timeout, read_timeout, deps.policy)
         decode = deps.metrics.decode.labels(config.id)
         self.grabber = Grabber(config, context, self.slot, self.status, on_state=self._state_changed,
-                               on_frame=decode.observe, converter=self)
+                               on_frame=decode.observe, converter=self, buffers=deps.frame_buffers)
         self._frame_age = deps.metrics.frame_age.labels(config.id)
         self.params = InferenceParams(detection=DetectionParams(
             confidence=config.confidence, iou_threshold=config.iou_threshold, max_detections=config.max_detections,
@@ -208,10 +210,13 @@ class Stream:
         if model is None:
             return None
         try:
-            return model.prepare(self._region(pixels)[0], self.params)
+            prepared = model.prepare(self._region(pixels)[0], self.params)
         except Exception:  # the whole frame goes on instead, and inference reports any error
             log.debug("stream %s: preparing a frame failed", self.config.id, exc_info=True)
             return None
+        if np.shares_memory(prepared.pixels, pixels):  # `pixels` is a reader's buffer, converted into again
+            prepared = replace(prepared, pixels=prepared.pixels.copy())
+        return prepared
 
     def _region(self, pixels: np.ndarray) -> tuple[np.ndarray, int, int]:
         """The region of interest of a whole frame, and its left and top offsets."""
