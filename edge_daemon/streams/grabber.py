@@ -342,7 +342,6 @@ class Grabber:
             finally:
                 attempt.ended.set()
 
-
     def _convert(self, capture: Any, shape: tuple[int, ...] | None
                  ) -> tuple[np.ndarray | None, Any, tuple[int, ...] | None]:
         """(whole frame or None, prepared image or None, the frame's shape) for the frame just grabbed.

@@ -20,6 +20,7 @@ from edge_daemon.images.url_fetch import UrlPolicy
 from edge_daemon.inference import InferenceParams, LoadedModel, PreparedImage
 from edge_daemon.models.store import ModelId
 from edge_daemon.processing.detection import DetectionParams
+from edge_daemon.processing.preprocess import Geometry
 from edge_daemon.service import InferenceService
 from edge_daemon.streams.config import StreamConfig
 from edge_daemon.streams.grabber import Frame, FrameBuffers, FrameSlot, Grabber, Status
@@ -89,7 +90,8 @@ class Stream:
         self._lock = threading.Lock()
         self._pictures = threading.Condition(self._lock)
         self._pixels_wanted_until = 0.0  # monotonic; whole frames are kept until then
-        self._latest_network: tuple[PreparedImage, int, int] | None = None  # when `latest` had no whole frame
+        # When `latest` had no whole frame: the network image, its geometry and the frame's width and height.
+        self._latest_network: tuple[np.ndarray, Geometry, int, int] | None = None
         self._model: LoadedModel | None = None  # the model instance frames are prepared for, once it answered
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._infer_loop, name=f"infer {config.id}", daemon=True)
@@ -185,14 +187,14 @@ class Stream:
             pixels = self._network_picture(*network)
         return (latest, pixels) if pixels is not None else None
 
-    def _network_picture(self, image: PreparedImage, width: int, height: int) -> np.ndarray:
+    def _network_picture(self, network: np.ndarray, geometry: Geometry, width: int, height: int) -> np.ndarray:
         """The network-size image a result was inferred on, drawn back over a grey frame of the camera's size."""
-        height_in, width_in = image.pixels.shape[:2]
+        height_in, width_in = network.shape[:2]
         left, top, right, bottom = self._region_box(width, height)
         canvas = np.full((height, width, 3), 114, np.uint8)
-        matrix = image.geometry.network_to_original((width_in, height_in))
+        matrix = geometry.network_to_original((width_in, height_in))
         canvas[top:bottom, left:right] = cv2.warpAffine(
-            image.pixels, matrix, (right - left, bottom - top), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            network, matrix, (right - left, bottom - top), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
         return canvas
 
@@ -301,7 +303,8 @@ class Stream:
         self._model = result.model
         with self._pictures:
             self.latest, self.latest_pixels = payload, frame.pixels
-            self._latest_network = (frame.prepared, width, height) if frame.pixels is None else None
+            self._latest_network = (None if frame.pixels is not None else
+                                    (frame.prepared.pixels, frame.prepared.geometry, width, height))
             self.inferred += 1
             if frame.pixels is not None:
                 self._pictures.notify_all()
