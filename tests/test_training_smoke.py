@@ -172,3 +172,35 @@ def test_keypoint_windows_match_full_maps(depth: int, fine: int) -> None:
             stem_windows = torch.stack([spad[:, r0 + w:r0 + 2 * w, c0 + w:c0 + 2 * w] for r0, c0 in starts])
         part = head.forward_windows(windows, cells, stem_windows)
     np.testing.assert_allclose(part.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_whole_pose_model_fine_tunes_from_its_onnx(tmp_path: Path) -> None:
+    """--pose-full: the bundled keypoint model read back from ONNX (shared branch included), fine-tuned whole
+    with flips, and exported in the same layout."""
+    from edge_daemon.scenes import order_keypoints
+    from tools.pose_training import flip_pose_batch, train_pose_full
+    from tools.shapes_data import build_pose_dataset
+    from tools.shapes_nets import ExportDetect, ShapesDetector
+
+    shipped = Path(tm.__file__).resolve().parent.parent / "edge_daemon" / "default_models" / "shapes-pose" / "1" / "weights.onnx"
+    model = ShapesDetector(nm=0, nk=5, kpt_hidden=80)
+    model.load_state_dict(tm.state_from_onnx(shipped, model), strict=True)
+    x = np.random.default_rng(1).random((1, 3, DET_SIZE, DET_SIZE), dtype=np.float32)
+    with torch.no_grad():
+        ours = ExportDetect(model.eval(), False)(torch.from_numpy(x)).numpy()
+    ref = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
+
+    data = build_pose_dataset(list(range(500_000, 500_008)), workers=1)
+    flipped = {k: v.copy() for k, v in data.items()}
+    flip_pose_batch(flipped, np.random.default_rng(3))
+    assert any(not np.array_equal(a, b) for a, b in zip(flipped["images"], data["images"], strict=True))
+    for kps, classes in zip(flipped["keypoints"], flipped["classes"], strict=True):
+        for kp in kps[classes >= 0]:
+            k = int((kp[:, 2] > 0).sum())
+            assert np.array_equal(order_keypoints(kp[:k, :2].astype(np.float64)), np.arange(k))
+
+    tuned, losses = train_pose_full(model, data, iters=4, batch_size=2, log_every=0)
+    assert all(np.isfinite(losses))
+    tm.export_pose(tuned, tmp_path / "pose.onnx")
+    _check_onnx(tmp_path / "pose.onnx", DET_SIZE, {"output0": [4 + 4 + 15, ANCHORS]})

@@ -1,11 +1,14 @@
-"""Training of the keypoint branch of `shapes-pose/1` on top of the frozen `shapes/1` detector.
+"""Training of `shapes-pose/1`: its keypoint branch on top of the frozen `shapes/1` detector (`--pose`),
+then the whole network fine-tuned (`--pose-full`, train_pose_full at the end of this file).
 
 The pose model is the `shapes/1` detector (backbone, neck, class and box heads, read back from its ONNX
-file) plus one keypoint branch. Only that branch is trained: on this 2-core CPU a full network step costs
+file) plus one keypoint branch. In the `--pose` stage only that branch is trained: on this 2-core CPU a full
+network step costs
 about a second, while the branch needs only the neck feature windows around the anchors that the
 detector's own task-aligned assignment makes positive. Those windows are computed once with ONNX Runtime
 (the detector's ONNX graph with its neck outputs exposed), so each training step is a few small matmuls.
-Boxes and classes of the pose model are thus exactly those of `shapes/1`.
+Boxes and classes after that stage are thus exactly those of `shapes/1`; the `--pose-full` stage then
+trains every layer with the detector losses kept, so they may move a little.
 """
 
 from __future__ import annotations
@@ -232,3 +235,150 @@ def cached_windows(cache: Path | None, onnx_path: Path, seeds: list[int], worker
             np.save(cache / f"{k}.npy", v)
         (cache / "meta.json").write_text(json.dumps(meta) + "\n")  # last: a cut-short write is never read back
     return data
+
+
+# --------------------------------------------------------------------------- whole-network fine-tuning
+
+
+def flip_pose_batch(batch: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """Random horizontal/vertical flips of images, boxes and keypoints in place.
+
+    A flipped polygon's vertices are put back into the canonical order (`order_keypoints`: topmost first,
+    then clockwise on screen), as the scene generator orders them; visibility flags travel with their points.
+    """
+    from edge_daemon.scenes import order_keypoints
+
+    size = DET_SIZE
+    for i in range(len(batch["images"])):
+        valid = batch["classes"][i] >= 0
+        flips = (rng.random() < 0.5, rng.random() < 0.5)
+        if not any(flips):
+            continue
+        b, kp = batch["boxes"][i], batch["keypoints"][i]
+        if flips[0]:
+            batch["images"][i] = batch["images"][i][:, ::-1]
+            b[valid, 0], b[valid, 2] = size - b[valid, 2], size - b[valid, 0]
+            kp[..., 0] = np.where(kp[..., 2] > 0, size - kp[..., 0], kp[..., 0])
+        if flips[1]:
+            batch["images"][i] = batch["images"][i][::-1]
+            b[valid, 1], b[valid, 3] = size - b[valid, 3], size - b[valid, 1]
+            kp[..., 1] = np.where(kp[..., 2] > 0, size - kp[..., 1], kp[..., 1])
+        for j in np.flatnonzero(valid):
+            k = int((kp[j, :, 2] > 0).sum())
+            if k > 1:
+                kp[j, :k] = kp[j, :k][order_keypoints(kp[j, :k, :2].astype(np.float64))]
+
+
+class PoseLoss:
+    """The detector's losses (soft-target class BCE, CIoU boxes; see train_models.DetLoss) plus keypoints.
+
+    The keypoint term is keypoint_loss's: L1 position error in units of the GT box's longer side for every
+    keypoint the class has, plus visibility BCE, over the anchors the task-aligned assignment makes positive.
+    """
+
+    def __init__(self, w_cls: float = 1.0, w_box: float = 5.0, w_kpt: float = 10.0, w_vis: float = 0.5) -> None:
+        anchors, strides = make_anchors(DET_SIZE)
+        self.anchors, self.strides = anchors, strides
+        self.w_cls, self.w_box, self.w_kpt, self.w_vis = w_cls, w_box, w_kpt, w_vis
+
+    def __call__(self, outs: list, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        from tools.shapes_nets import decode_ltrb, flatten_keypoints, flatten_levels
+        from tools.train_models import box_iou_aligned
+
+        cls, box, _ = flatten_levels(outs)
+        kraw = flatten_keypoints(outs)  # (B, N, K, 3)
+        pboxes = decode_ltrb(box, self.anchors, self.strides)
+        gt_boxes, gt_cls = batch["boxes"], batch["classes"]
+        fg, tgt, t_boxes, t_scores = assign_targets(cls.detach().sigmoid(), pboxes.detach(), self.anchors, gt_boxes,
+                                                    gt_cls)
+        tss = t_scores.sum().clamp(min=1.0)
+        l_cls = F.binary_cross_entropy_with_logits(cls, t_scores, reduction="sum") / tss
+        weight = t_scores.sum(-1)[fg]
+        l_box = ((1.0 - box_iou_aligned(pboxes[fg], t_boxes[fg], ciou=True)) * weight).sum() / tss
+        b_idx, a_idx = fg.nonzero(as_tuple=True)
+        raw = kraw[b_idx, a_idx]  # (P, K, 3)
+        anchors = self.anchors[a_idx]
+        strides = self.strides[a_idx]
+        xy = decode_keypoints(raw, anchors, strides)
+        tk = batch["keypoints"][b_idx, tgt[b_idx, a_idx]]  # (P, K, 3)
+        tb = t_boxes[b_idx, a_idx]
+        sizes = (tb[:, 2:] - tb[:, :2]).clamp(min=0).amax(-1)
+        exists = (tk[..., 2] > 0).float()
+        err = (xy - tk[..., :2]).abs().sum(-1) / sizes.clamp(min=1.0)[:, None]
+        l_pos = (err * exists).sum() / exists.sum().clamp(min=1.0)
+        l_vis = F.binary_cross_entropy_with_logits(raw[..., 2], (tk[..., 2] > 1.5).float()) if len(raw) else cls.sum() * 0
+        loss = self.w_cls * l_cls + self.w_box * l_box + self.w_kpt * (l_pos + self.w_vis * l_vis)
+        with torch.no_grad():
+            vis = tk[..., 2] > 1.5
+            within = (xy - tk[..., :2]).norm(dim=-1) <= 0.05 * sizes[:, None]
+            pck = float((within & vis).sum() / vis.sum().clamp(min=1))
+        parts = {"cls": float(l_cls.detach()), "box": float(l_box.detach()), "pos": float(l_pos.detach()),
+                 "vis": float(l_vis.detach()), "pck": pck}
+        return loss, parts
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> None:
+    """BatchNorm layers keep their running statistics (eval mode) while their scale and shift still train.
+
+    A model read back with state_from_onnx has identity BatchNorm statistics (the real ones are folded
+    into the convs), so batch statistics must not replace them.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def train_pose_full(
+    model: torch.nn.Module,
+    data: dict[str, np.ndarray],
+    iters: int,
+    batch_size: int = 16,
+    lr: float = 4e-4,
+    w_kpt: float = 10.0,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    log_every: int = 50,
+    snapshot: Callable[[torch.nn.Module, int], None] | None = None,
+    snapshot_every: int = 250,
+) -> tuple[torch.nn.Module, list[float]]:
+    """Fine-tune the whole keypoint model (backbone, neck, box/class heads and keypoint branch) from its weights.
+
+    `data` is build_pose_dataset's (images, boxes, classes, keypoints). Detector losses stay in, so boxes keep
+    their quality, next to the keypoint loss (weight `w_kpt`); BatchNorm statistics stay frozen
+    (freeze_batchnorm); AdamW, short warmup then cosine, EMA of the weights (returned). `snapshot(ema_model,
+    iteration)` is called every `snapshot_every` iterations.
+    """
+    from tools.train_models import Ema, _to_tensor_images
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = model.to(memory_format=torch.channels_last)
+    ema = Ema(model, tau=100.0)
+    opt = make_optimizer(model, lr, 5e-4)
+    crit = PoseLoss(w_kpt=w_kpt)
+    n = len(data["images"])
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    model.train()
+    freeze_batchnorm(model)
+    for it, idx in enumerate(_batch_indices(rng, n, batch_size, iters)):
+        nb = {k: v[idx].copy() for k, v in data.items()}
+        flip_pose_batch(nb, rng)
+        batch = {"boxes": torch.from_numpy(nb["boxes"]), "classes": torch.from_numpy(nb["classes"]),
+                 "keypoints": torch.from_numpy(nb["keypoints"])}
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, iters, lr, min(100, iters // 10 + 1))
+        outs, _ = model(_to_tensor_images(np.ascontiguousarray(nb["images"]), False))
+        loss, parts = crit(outs, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        ema.update(model)
+        losses.append(float(loss.detach()))
+        if log_every and (it % log_every == 0 or it == iters - 1):
+            desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
+            log(f"pose-full it {it}/{iters} loss={losses[-1]:.3f} {desc} {time.perf_counter() - t0:.0f}s")
+        if snapshot is not None and it and it % snapshot_every == 0:
+            snapshot(ema.model, it)
+    return ema.model, losses

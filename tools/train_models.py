@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -345,6 +346,10 @@ def state_from_onnx(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
             else:
                 path_parts.append(part)
         name = ".".join(path_parts)
+        if name not in modules:  # a module called more than once (the shared keypoint branch): "mix_1" is "mix"
+            name = re.sub(r"_\d+$", "", name)
+            if f"{name}.weight" in state:
+                continue
         conv = modules[name]
         weight = torch.from_numpy(inits[node.input[1]].copy())
         bias = torch.from_numpy(inits[node.input[2]].copy())
@@ -538,6 +543,20 @@ def _kpt_snapshot(save_state: Path | None):
     return save
 
 
+def _state_snapshot(save_state: Path | None):
+    """With --save-state, keep the EMA weights of a running --pose-full training next to it (FILE.partial)."""
+    if save_state is None:
+        return None
+
+    def save(model: nn.Module, it: int) -> None:
+        path = save_state.with_name(f"{save_state.name}.partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"iteration": it, "state": model.state_dict()}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    return save
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "edge_daemon" / "default_models")
@@ -566,6 +585,19 @@ def main(argv: list[str] | None = None) -> int:
                     "run with the same detector, images and branch depth reads them back instead")
     ap.add_argument("--pose-init", default=str(REPO / "edge_daemon" / "default_models" / "shapes" / "1" / "weights.onnx"),
                     help="the shapes/1 detector ONNX whose backbone, neck and box/class heads the pose model keeps")
+    ap.add_argument("--pose-full", action="store_true", help="instead of --pose's branch-only training, fine-tune the "
+                    "WHOLE keypoint model (backbone, neck, box/class heads and keypoint branch, BatchNorm statistics "
+                    "frozen) from the keypoint model ONNX --pose-full-init, with the detector's class and box losses "
+                    "kept next to the keypoint loss; --pose-hidden and --pose-depth must match that file's branch, "
+                    "--pose-images scenes are used, with flips; the detector and classifier are left alone")
+    ap.add_argument("--pose-full-init", type=Path,
+                    default=REPO / "edge_daemon" / "default_models" / "shapes-pose" / "1" / "weights.onnx",
+                    help="the keypoint model ONNX --pose-full starts from (default: the bundled shapes-pose/1)")
+    ap.add_argument("--pose-full-iters", type=int, default=5000, help="--pose-full iterations")
+    ap.add_argument("--pose-full-batch", type=int, default=16, help="--pose-full images per iteration")
+    ap.add_argument("--pose-full-lr", type=float, default=2e-4, help="--pose-full peak learning rate (AdamW, cosine)")
+    ap.add_argument("--pose-kpt-weight", type=float, default=10.0,
+                    help="--pose-full: weight of the keypoint loss against the class (1) and box (5) losses")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     timings: dict[str, float] = {}
@@ -573,7 +605,34 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    if args.pose:
+    if args.pose_full:
+        from tools.pose_training import train_pose_full
+        from tools.shapes_data import build_pose_dataset
+
+        args.skip_det = args.skip_cls = True
+        model = ShapesDetector(nm=0, nk=MAX_KEYPOINTS, kpt_hidden=args.pose_hidden, kpt_depth=args.pose_depth)
+        model.load_state_dict(state_from_onnx(args.pose_full_init, model), strict=True)
+        t = time.perf_counter()
+        seeds = list(range(POSE_TRAIN_SEED0, POSE_TRAIN_SEED0 + args.pose_images))
+        pdata = build_pose_dataset(seeds, args.threads)
+        timings["pose_data_s"] = time.perf_counter() - t
+        log(f"pose data: {len(pdata['images'])} images in {timings['pose_data_s']:.0f}s")
+        t = time.perf_counter()
+        model, _ = train_pose_full(model, pdata, args.pose_full_iters, batch_size=args.pose_full_batch,
+                                   lr=args.pose_full_lr, w_kpt=args.pose_kpt_weight, log=log,
+                                   snapshot=_state_snapshot(args.save_state))
+        timings["pose_train_s"] = time.perf_counter() - t
+        del pdata
+        if args.save_state:
+            args.save_state.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), args.save_state)
+        folder = args.out / "shapes-pose" / "1"
+        export_pose(model, folder / "weights.onnx")
+        resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
+        write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
+                        {"keypoints_metadata.json": keypoints_metadata()})
+        log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
+    elif args.pose:
         from tools.pose_training import cached_windows, train_keypoint_head
 
         args.skip_det = args.skip_cls = True
