@@ -26,7 +26,7 @@ from edge_daemon.scenes import MAX_KEYPOINTS
 from tools.shapes_data import pose_sample
 from tools.shapes_layout import DET_SIZE, STRIDES
 from tools.shapes_nets import KeypointHead, decode_keypoints, make_anchors
-from tools.train_models import Ema, _batch_indices, assign_targets, lr_at, make_optimizer
+from tools.train_models import Ema, _batch_indices, assign_targets, log_progress, lr_at, make_optimizer, train_step
 
 NECK_OUTPUTS = ("/model/neck/td3/act/Mul_output_0", "/model/neck/bu4/act/Mul_output_0",
                 "/model/neck/bu5/act/Mul_output_0")  # the neck's stride 8, 16 and 32 features in the ONNX graph
@@ -194,15 +194,8 @@ def train_keypoint_head(
         for g in opt.param_groups:
             g["lr"] = lr_at(it, iters, lr, min(300, iters // 10 + 1))
         loss, parts = keypoint_loss(head, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 10.0)
-        opt.step()
-        ema.update(head)
-        losses.append(float(loss.detach()))
-        if log_every and (it % log_every == 0 or it == iters - 1):
-            desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
-            log(f"kpt it {it}/{iters} loss={float(loss.detach()):.3f} {desc} {time.perf_counter() - t0:.0f}s")
+        train_step(opt, head, ema, loss, losses)
+        log_progress(log, log_every, "kpt", it, iters, losses, parts, t0)
         if snapshot is not None and it and it % snapshot_every == 0:
             snapshot(ema.model, it)
     return ema.model, losses
@@ -370,15 +363,8 @@ def train_pose_full(
             g["lr"] = lr_at(it, iters, lr, min(100, iters // 10 + 1))
         outs, _ = model(_to_tensor_images(np.ascontiguousarray(nb["images"]), False))
         loss, parts = crit(outs, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        ema.update(model)
-        losses.append(float(loss.detach()))
-        if log_every and (it % log_every == 0 or it == iters - 1):
-            desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
-            log(f"pose-full it {it}/{iters} loss={losses[-1]:.3f} {desc} {time.perf_counter() - t0:.0f}s")
+        train_step(opt, model, ema, loss, losses)
+        log_progress(log, log_every, "pose-full", it, iters, losses, parts, t0)
         if snapshot is not None and it and it % snapshot_every == 0:
             snapshot(ema.model, it)
     return ema.model, losses

@@ -193,6 +193,25 @@ class DetLoss:
 # --------------------------------------------------------------------------- training
 
 
+def train_step(opt: torch.optim.Optimizer, model: nn.Module, ema: Ema, loss: torch.Tensor,
+               losses: list[float]) -> None:
+    """One optimiser step with gradients clipped at norm 10, then the EMA update; records the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    opt.step()
+    ema.update(model)
+    losses.append(float(loss.detach()))
+
+
+def log_progress(log: Callable[[str], None], every: int, name: str, it: int, iters: int, losses: list[float],
+                 parts: dict[str, float], started: float) -> None:
+    """The progress line every `every` iterations and at the last one (0: never)."""
+    if every and (it % every == 0 or it == iters - 1):
+        desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
+        log(f"{name} it {it}/{iters} loss={losses[-1]:.3f} {desc} {time.perf_counter() - started:.0f}s")
+
+
 class Ema:
     """Exponential moving average of weights; smoother models from short runs."""
 
@@ -309,15 +328,8 @@ def train_detector(
             g["lr"] = lr_at(it, iters, lr, min(300, iters // 5 + 1))
         outs, protos = model(_to_tensor_images(np.ascontiguousarray(nb["images"]), False))
         loss, parts = crit(outs, protos, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        ema.update(model)
-        losses.append(float(loss.detach()))
-        if log_every and (it % log_every == 0 or it == iters - 1):
-            desc = " ".join(f"{k}={v:.3f}" for k, v in parts.items())
-            log(f"det it {it}/{iters} loss={losses[-1]:.3f} {desc} {time.perf_counter() - t0:.0f}s")
+        train_step(opt, model, ema, loss, losses)
+        log_progress(log, log_every, "det", it, iters, losses, parts, t0)
     return ema.model, losses
 
 
@@ -529,32 +541,34 @@ def _write_package_metadata(folder: Path, model_id: str, variant: str, resize: d
     return ["class_names.txt", "inference_config.json", "model_config.json"]
 
 
-def _kpt_snapshot(save_state: Path | None):
-    """With --save-state, keep the keypoint branch's EMA weights of a running --pose training next to it."""
+def _snapshot(save_state: Path | None, suffix: str):
+    """With --save-state, keep the EMA weights of a running training next to it (FILE.<suffix>), so an
+    interrupted run is not lost: the keypoint branch's for --pose ("kpt-partial"), the whole model's for
+    --pose-full ("partial")."""
     if save_state is None:
         return None
 
-    def save(head: nn.Module, it: int) -> None:
-        path = save_state.with_name(f"{save_state.name}.kpt-partial")
+    def save(module: nn.Module, it: int) -> None:
+        path = save_state.with_name(f"{save_state.name}.{suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"iteration": it, "state": head.state_dict()}, path.with_suffix(".tmp"))
+        torch.save({"iteration": it, "state": module.state_dict()}, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
 
     return save
 
 
-def _state_snapshot(save_state: Path | None):
-    """With --save-state, keep the EMA weights of a running --pose-full training next to it (FILE.partial)."""
-    if save_state is None:
-        return None
-
-    def save(model: nn.Module, it: int) -> None:
-        path = save_state.with_name(f"{save_state.name}.partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"iteration": it, "state": model.state_dict()}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
-
-    return save
+def _write_pose_model(model: ShapesDetector, out: Path, save_state: Path | None,
+                      log: Callable[[str], None]) -> None:
+    """Keep the trained weights (--save-state) and write shapes-pose/1: the ONNX file and its metadata."""
+    if save_state:
+        save_state.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), save_state)
+    folder = out / "shapes-pose" / "1"
+    export_pose(model, folder / "weights.onnx")
+    resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
+    write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
+                    {"keypoints_metadata.json": keypoints_metadata()})
+    log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -620,18 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         model, _ = train_pose_full(model, pdata, args.pose_full_iters, batch_size=args.pose_full_batch,
                                    lr=args.pose_full_lr, w_kpt=args.pose_kpt_weight, log=log,
-                                   snapshot=_state_snapshot(args.save_state))
+                                   snapshot=_snapshot(args.save_state, "partial"))
         timings["pose_train_s"] = time.perf_counter() - t
         del pdata
-        if args.save_state:
-            args.save_state.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), args.save_state)
-        folder = args.out / "shapes-pose" / "1"
-        export_pose(model, folder / "weights.onnx")
-        resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
-        write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
-                        {"keypoints_metadata.json": keypoints_metadata()})
-        log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
+        _write_pose_model(model, args.out, args.save_state, log)
     elif args.pose:
         from tools.pose_training import cached_windows, train_keypoint_head
 
@@ -650,18 +656,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         model.kpt, _ = train_keypoint_head(windows, args.pose_iters, lr=args.pose_lr, hidden=args.pose_hidden,
                                            depth=args.pose_depth, fine=model.backbone.stem_channels if args.pose_fine
-                                           else 0, log=log, snapshot=_kpt_snapshot(args.save_state))
+                                           else 0, log=log, snapshot=_snapshot(args.save_state, "kpt-partial"))
         timings["pose_train_s"] = time.perf_counter() - t
         del windows
-        if args.save_state:
-            args.save_state.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), args.save_state)
-        folder = args.out / "shapes-pose" / "1"
-        export_pose(model, folder / "weights.onnx")
-        resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
-        write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
-                        {"keypoints_metadata.json": keypoints_metadata()})
-        log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
+        _write_pose_model(model, args.out, args.save_state, log)
     if not args.skip_det:
         t = time.perf_counter()
         data = build_det_dataset(list(range(DET_TRAIN_SEED0, DET_TRAIN_SEED0 + args.det_images)), args.threads)
