@@ -63,8 +63,8 @@ class PreparedImage:
     """An image already resized to the network input (uint8 BGR) by `model.prepare`, with its geometry.
 
     Camera readers prepare a frame as soon as it is converted, so what waits for inference is a network-size
-    image (0.4 MB for a 384 px model) instead of the whole 720p frame (2.7 MB), and the reader reuses one frame
-    buffer. Only the model instance that prepared it may infer on it: a reloaded model may resize otherwise.
+    image (0.4 MB for a 384 px model) instead of the whole 720p frame (2.7 MB), and the frame's buffer is reused
+    at once. Only the model instance that prepared it may infer on it: a reloaded model may resize otherwise.
     """
 
     model: LoadedModel

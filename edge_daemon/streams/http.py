@@ -89,7 +89,7 @@ class LatestResource(_Base):
 class LatestPictureResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
         stream = self.manager.get(stream_id)
-        shown = stream.picture(stream.picture_wait())
+        shown = stream.picture()
         if shown is None:
             raise NotFound(f"stream {stream_id!r} has no result yet")
         latest, pixels = shown
@@ -116,7 +116,7 @@ class PreviewResource(_Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, stream_id: str) -> None:
         stream = self.manager.get(stream_id)
         fps = req.get_param_as_float("fps", min_value=0.1, max_value=10.0, default=2.0)
-        if stream.picture(stream.picture_wait()) is None:  # nothing to show yet: no open-ended wait
+        if stream.picture() is None:  # nothing to show yet: no open-ended wait
             raise NotFound(f"stream {stream_id!r} has no result yet")
         subscription = stream.hub.subscribe()
         resp.content_type = f"multipart/x-mixed-replace; boundary={PREVIEW_BOUNDARY}"

@@ -169,13 +169,16 @@ class Stream:
         self._publish(Message("state", body))
 
     # ----- pictures ---------------------------------------------------------------------------------
-    def picture(self, timeout: float) -> tuple[dict[str, Any], np.ndarray] | None:
+    def picture(self, timeout: float | None = None) -> tuple[dict[str, Any], np.ndarray] | None:
         """The latest result and the whole frame it is about; None at once while there is no result yet.
 
         Whole frames are kept only for PIXELS_KEPT_SECONDS after a picture was last asked for (preview, latest
         picture): the rest of the time only the network-size image of a frame waits for inference. So the first
-        picture asked for waits up to `timeout` for the next inferred frame.
+        picture asked for waits up to `timeout` for the next inferred frame (by default two inference periods
+        and a camera frame, at most 10 s).
         """
+        if timeout is None:
+            timeout = min(10.0, 2.0 / self.config.max_fps + 1.0)
         with self._pictures:
             self._pixels_wanted_until = time.monotonic() + PIXELS_KEPT_SECONDS
             if self.latest is not None and self.status.state == "running":
@@ -198,10 +201,6 @@ class Stream:
             borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114))
         return canvas
 
-    def picture_wait(self) -> float:
-        """How long a first picture request waits for a whole frame: two inference periods and a camera frame."""
-        return min(10.0, 2.0 / self.config.max_fps + 1.0)
-
     # ----- frame conversion (the grabber's reader thread) ----------------------------------------------
     def keeps_pixels(self) -> bool:
         return time.monotonic() < self._pixels_wanted_until
@@ -212,7 +211,7 @@ class Stream:
         if model is None:
             return None
         try:
-            prepared = model.prepare(self._region(pixels)[0], self.params)
+            prepared = model.prepare(self._region(pixels), self.params)
         except Exception:  # the whole frame goes on instead, and inference reports any error
             log.debug("stream %s: preparing a frame failed", self.config.id, exc_info=True)
             return None
@@ -220,10 +219,10 @@ class Stream:
             prepared = replace(prepared, pixels=prepared.pixels.copy())
         return prepared
 
-    def _region(self, pixels: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """The region of interest of a whole frame, and its left and top offsets."""
+    def _region(self, pixels: np.ndarray) -> np.ndarray:
+        """The region of interest of a whole frame (a view)."""
         left, top, right, bottom = self._region_box(pixels.shape[1], pixels.shape[0])
-        return pixels[top:bottom, left:right], left, top
+        return pixels[top:bottom, left:right]
 
     def _region_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """The region of interest (left, top, right, bottom) in a frame of this size: all of it without one."""
@@ -261,7 +260,7 @@ class Stream:
     def _infer(self, frame: Frame) -> None:
         width, height = frame.width, frame.height
         left, top = self._region_box(width, height)[:2]
-        image = frame.prepared if frame.prepared is not None else self._region(frame.pixels)[0]
+        image = frame.prepared if frame.prepared is not None else self._region(frame.pixels)
         try:
             result = self.deps.service.infer_pixels(self.model_id, [image], self.params)
         except ApiError as error:
