@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,8 +210,8 @@ def test_frames_wait_for_inference_at_network_size_and_answer_as_whole_frames_do
 
 
 def test_frame_buffers_are_reused_and_at_most_keep_stay():
-    buffers = FrameBuffers(keep=2)
-    taken = [buffers.take((360, 640, 3)) for _ in range(3)]  # three readers converting at once
+    buffers = FrameBuffers(keep=2, wait=0.05)
+    taken = [buffers.take((360, 640, 3)) for _ in range(3)]  # a third reader waited 50 ms, then got its own
     assert len({id(buffer) for buffer in taken}) == 3
     for buffer in taken:
         buffers.give(buffer)
@@ -218,4 +219,22 @@ def test_frame_buffers_are_reused_and_at_most_keep_stay():
     again = buffers.take((360, 640, 3))
     assert any(again is buffer for buffer in taken[:2])
     other = buffers.take((720, 1280, 3))
-    assert other.shape == (720, 1280, 3) and buffers.held == 1, "a camera of another size gets its own"
+    assert other.shape == (720, 1280, 3), "a camera of another size gets its own"
+    assert buffers.held == 0, "and the spare of the other size made room for it: never more than keep buffers"
+
+
+def test_a_reader_waits_for_a_buffer_rather_than_allocating_another():
+    """Eight cameras converting at once must not mean eight 2.7 MB arrays: the ninth conversion waits its turn."""
+    buffers = FrameBuffers(keep=2, wait=10.0)
+    first, second = buffers.take((360, 640, 3)), buffers.take((360, 640, 3))
+    got: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: got.append(buffers.take((360, 640, 3))))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not got, "a third buffer was handed out while two were in use"
+    buffers.give(first)
+    waiter.join(5)
+    assert got and got[0] is first, "the waiting reader got the buffer given back"
+    buffers.give(second)
+    buffers.give(got[0])
+    assert buffers.held == 2

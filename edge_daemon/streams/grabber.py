@@ -47,29 +47,39 @@ class FrameBuffers:
 
     A conversion (colour conversion, then the model's resize) takes a millisecond or two and the buffer is free
     again right after it, so a buffer per core serves many cameras, where a buffer per reader held 2.7 MB per
-    720p camera for good. When all are in use, a reader converts into a new one; only `keep` stay.
+    720p camera for good. At most `keep` are out at once: more conversions at a time than cores only share the
+    same cores, so a reader waits for a free buffer (up to `wait` seconds, then converts into a new one) rather
+    than allocating a 2.7 MB array whenever eight cameras happen to convert together.
     """
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, wait: float = 0.25) -> None:
         self.keep = keep
+        self.wait = wait
         self._free: list[np.ndarray] = []
-        self._lock = threading.Lock()
+        self._out = 0  # buffers taken and not given back
+        self._cond = threading.Condition()
 
     def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        with self._lock:
+        with self._cond:
+            self._cond.wait_for(lambda: self._out < self.keep, self.wait)
+            self._out += 1
             for index, buffer in enumerate(self._free):
                 if buffer.shape == shape:
                     return self._free.pop(index)
+            if self._free and len(self._free) + self._out > self.keep:
+                self._free.pop(0)  # a buffer of another camera's size makes room for this one
         return np.empty(shape, np.uint8)
 
     def give(self, buffer: np.ndarray) -> None:
-        with self._lock:
-            if len(self._free) < self.keep:
+        with self._cond:
+            self._out -= 1
+            if len(self._free) + self._out < self.keep:
                 self._free.append(buffer)
+            self._cond.notify()
 
     @property
     def held(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._free)
 
 
