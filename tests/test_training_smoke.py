@@ -202,5 +202,7 @@ def test_whole_pose_model_fine_tunes_from_its_onnx(tmp_path: Path) -> None:
 
     tuned, losses = train_pose_full(model, data, iters=4, batch_size=2, log_every=0)
     assert all(np.isfinite(losses))
+    _, weighted = train_pose_full(model, data, iters=2, batch_size=2, log_every=0, small_px=48.0)  # --pose-small-px
+    assert all(np.isfinite(weighted))
     tm.export_pose(tuned, tmp_path / "pose.onnx")
     _check_onnx(tmp_path / "pose.onnx", DET_SIZE, {"output0": [4 + 4 + 15, ANCHORS]})

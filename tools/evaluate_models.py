@@ -4,7 +4,7 @@ The keypoint model is decoded here (decode_pose), from its YOLOv8-pose layout al
 
     python tools/evaluate_models.py [--images 500] [--seed0 1000000]
 
-Held-out seeds start at 1,000,000 (training uses seeds below 10,000).  Each
+Held-out seeds start at 1,000,000 (training uses seeds below 70,000).  Each
 scene is JPEG-encoded at quality 90 and decoded again, as a client upload
 would be, then pre/post-processed by tools/inference.py.  Prints a Markdown
 table of the metrics and gates.

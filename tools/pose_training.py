@@ -267,12 +267,17 @@ class PoseLoss:
 
     The keypoint term is keypoint_loss's: L1 position error in units of the GT box's longer side for every
     keypoint the class has, plus visibility BCE, over the anchors the task-aligned assignment makes positive.
+    With `small_px` > 0 each anchor's position error is also weighted by clip(small_px / GT size, 1, 3)
+    (GT size: the box's longer side in network px), still divided by the plain keypoint count, so shapes
+    under `small_px` weigh up to 3 times more and larger ones as before.
     """
 
-    def __init__(self, w_cls: float = 1.0, w_box: float = 5.0, w_kpt: float = 10.0, w_vis: float = 0.5) -> None:
+    def __init__(self, w_cls: float = 1.0, w_box: float = 5.0, w_kpt: float = 10.0, w_vis: float = 0.5,
+                 small_px: float = 0.0) -> None:
         anchors, strides = make_anchors(DET_SIZE)
         self.anchors, self.strides = anchors, strides
         self.w_cls, self.w_box, self.w_kpt, self.w_vis = w_cls, w_box, w_kpt, w_vis
+        self.small_px = small_px
 
     def __call__(self, outs: list, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         from tools.shapes_nets import decode_ltrb, flatten_keypoints, flatten_levels
@@ -298,6 +303,8 @@ class PoseLoss:
         sizes = (tb[:, 2:] - tb[:, :2]).clamp(min=0).amax(-1)
         exists = (tk[..., 2] > 0).float()
         err = (xy - tk[..., :2]).abs().sum(-1) / sizes.clamp(min=1.0)[:, None]
+        if self.small_px > 0:
+            err = err * (self.small_px / sizes.clamp(min=1.0)).clamp(1.0, 3.0)[:, None]
         l_pos = (err * exists).sum() / exists.sum().clamp(min=1.0)
         l_vis = F.binary_cross_entropy_with_logits(raw[..., 2], (tk[..., 2] > 1.5).float()) if len(raw) else cls.sum() * 0
         loss = self.w_cls * l_cls + self.w_box * l_box + self.w_kpt * (l_pos + self.w_vis * l_vis)
@@ -333,13 +340,15 @@ def train_pose_full(
     log_every: int = 50,
     snapshot: Callable[[torch.nn.Module, int], None] | None = None,
     snapshot_every: int = 250,
+    small_px: float = 0.0,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Fine-tune the whole keypoint model (backbone, neck, box/class heads and keypoint branch) from its weights.
 
     `data` is build_pose_dataset's (images, boxes, classes, keypoints). Detector losses stay in, so boxes keep
     their quality, next to the keypoint loss (weight `w_kpt`); BatchNorm statistics stay frozen
     (freeze_batchnorm); AdamW, short warmup then cosine, EMA of the weights (returned). `snapshot(ema_model,
-    iteration)` is called every `snapshot_every` iterations.
+    iteration)` is called every `snapshot_every` iterations. `small_px` > 0 weighs small shapes' keypoint
+    positions more (PoseLoss).
     """
     from tools.train_models import Ema, _to_tensor_images
 
@@ -348,7 +357,7 @@ def train_pose_full(
     model = model.to(memory_format=torch.channels_last)
     ema = Ema(model, tau=100.0)
     opt = make_optimizer(model, lr, 5e-4)
-    crit = PoseLoss(w_kpt=w_kpt)
+    crit = PoseLoss(w_kpt=w_kpt, small_px=small_px)
     n = len(data["images"])
     losses: list[float] = []
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ or stretched (classification) exactly as the daemon does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing import get_context
 
 import cv2
@@ -102,14 +102,29 @@ def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarra
 
 
 def build_pose_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
-    """Stack pose samples; order stays by seed."""
-    samples = _samples(pose_sample, seeds, workers)
-    return {
-        "images": np.stack([s[0] for s in samples]),
-        "boxes": np.stack([s[1] for s in samples]),
-        "classes": np.stack([s[2] for s in samples]),
-        "keypoints": np.stack([s[3] for s in samples]),
+    """Pose samples in seed order, written straight into preallocated arrays.
+
+    Unlike stacking a list of samples, this never holds the images twice (20,000 scenes are 8.8 GB once).
+    """
+    n = len(seeds)
+    out = {
+        "images": np.empty((n, DET_SIZE, DET_SIZE, 3), np.uint8),
+        "boxes": np.empty((n, MAX_OBJECTS, 4), np.float32),
+        "classes": np.empty((n, MAX_OBJECTS), np.int64),
+        "keypoints": np.empty((n, MAX_OBJECTS, MAX_KEYPOINTS, 3), np.float32),
     }
+
+    def fill(samples: Iterable[tuple]) -> None:
+        for i, sample in enumerate(samples):
+            for key, value in zip(out, sample, strict=True):
+                out[key][i] = value
+
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            fill(pool.imap(pose_sample, seeds, chunksize=64))
+    else:
+        fill(pose_sample(seed) for seed in seeds)
+    return out
 
 
 def build_cls_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
