@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(network px), so shapes under PX count up to 3 times more; 0 (default) weighs all alike")
     ap.add_argument("--pose-seed0", type=int, default=POSE_TRAIN_SEED0,
                     help="first scene seed of --pose / --pose-full training (--pose-images scenes from there; keep "
-                    "clear of the held-out 1,000,000+, the tests' 2,000,000+ and the 10,000-40,299 e2e seeds)")
+                    "clear of the held-out 1,000,000+, the tests' 2,000,000+ and the 20,000-40,299 seeds the e2e tests use)")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     timings: dict[str, float] = {}
