@@ -196,17 +196,6 @@ def main() -> int:
         print(f"\nsaturation (8 streams asking 30 fps): {row['inferred_per_s']:.1f} inferences/s = {ratios} of bare "
               f"session.run just before; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} "
               f"cores; RSS after the burst {burst_rss:.0f} MB")
-        # What the CPU leaves for inference once the 8 cameras are decoded (and, here, encoded by the test camera on
-        # the same box): bare session.run while the same streams grab and infer almost nothing. The saturation
-        # figure over this one is what the daemon's serving costs beyond the decoding no setting can skip.
-        ids = add_streams(daemon.url, camera.url, 8, 0.01, "decode")
-        time.sleep(3)
-        cam_before, decoding_started = cpu_seconds(camera.process.pid), time.monotonic()
-        decoding = bare_throughput("shapes/1", args.seconds / 3, 1)
-        camera_cores = (cpu_seconds(camera.process.pid) - cam_before) / (time.monotonic() - decoding_started)
-        remove_streams(daemon.url, ids)
-        print(f"bare session.run batch 1 while the 8 streams only grab: {decoding:.1f}/s (the test camera's encoder "
-              f"took {camera_cores:.2f} cores); saturation = {100 * row['inferred_per_s'] / decoding:.0f} % of it")
 
         if args.soak > 0:
             ids = add_streams(daemon.url, camera.url, 8, args.fps, "soak")
@@ -220,6 +209,19 @@ def main() -> int:
                   ", ".join(f"{t:.0f}s {mb:.0f} MB" for t, mb in samples))
             warm = samples[min(1, len(samples) - 1)][1]
             print(f"growth after warm-up: {100 * (samples[-1][1] - warm) / warm:+.1f} %, peak {max(m for _, m in samples):.0f} MB")
+
+        # What the CPU leaves for inference once the 8 cameras are decoded (and, here, encoded by the test camera on
+        # the same box): bare session.run while the same streams grab and infer almost nothing. The saturation
+        # figure over this one is what serving costs beyond the decoding no setting can skip. It runs after the
+        # soak, so the soak starts right after the burst as before (a third set of 8 decoders first raises RSS).
+        ids = add_streams(daemon.url, camera.url, 8, 0.01, "decode")
+        time.sleep(3)
+        cam_before, decoding_started = cpu_seconds(camera.process.pid), time.monotonic()
+        decoding = bare_throughput("shapes/1", args.seconds / 3, 1)
+        camera_cores = (cpu_seconds(camera.process.pid) - cam_before) / (time.monotonic() - decoding_started)
+        remove_streams(daemon.url, ids)
+        print(f"\nbare session.run batch 1 while the 8 streams only grab: {decoding:.1f}/s (the test camera's encoder "
+              f"took {camera_cores:.2f} cores); the saturation above = {100 * row['inferred_per_s'] / decoding:.0f} % of it")
     finally:
         daemon.stop()
         camera.stop()
