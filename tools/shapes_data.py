@@ -7,7 +7,7 @@ or stretched (classification) exactly as the daemon does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from multiprocessing import get_context
 
 import cv2
@@ -82,12 +82,18 @@ def cls_sample(seed: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(img[..., ::-1]), scene.label
 
 
-def _samples(make: Callable[[int], tuple], seeds: list[int], workers: int) -> list[tuple]:
-    """One sample per seed, in seed order; worker processes only speed it up."""
+def _each_sample(make: Callable[[int], tuple], seeds: list[int], workers: int) -> Iterator[tuple]:
+    """One sample per seed, in seed order, as they come; worker processes only speed it up."""
     if workers > 1:
         with get_context("fork").Pool(workers) as pool:
-            return pool.map(make, seeds, chunksize=64)
-    return [make(seed) for seed in seeds]
+            yield from pool.imap(make, seeds, chunksize=64)
+    else:
+        yield from (make(seed) for seed in seeds)
+
+
+def _samples(make: Callable[[int], tuple], seeds: list[int], workers: int) -> list[tuple]:
+    """One sample per seed, in seed order."""
+    return list(_each_sample(make, seeds, workers))
 
 
 def build_det_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarray]:
@@ -113,17 +119,9 @@ def build_pose_dataset(seeds: list[int], workers: int = 2) -> dict[str, np.ndarr
         "classes": np.empty((n, MAX_OBJECTS), np.int64),
         "keypoints": np.empty((n, MAX_OBJECTS, MAX_KEYPOINTS, 3), np.float32),
     }
-
-    def fill(samples: Iterable[tuple]) -> None:
-        for i, sample in enumerate(samples):
-            for key, value in zip(out, sample, strict=True):
-                out[key][i] = value
-
-    if workers > 1:
-        with get_context("fork").Pool(workers) as pool:
-            fill(pool.imap(pose_sample, seeds, chunksize=64))
-    else:
-        fill(pose_sample(seed) for seed in seeds)
+    for i, sample in enumerate(_each_sample(pose_sample, seeds, workers)):
+        for key, value in zip(out, sample, strict=True):
+            out[key][i] = value
     return out
 
 
