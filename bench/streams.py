@@ -204,11 +204,14 @@ def main() -> int:
             while time.monotonic() - started < args.soak:
                 time.sleep(min(10.0, args.soak / 6))
                 samples.append((time.monotonic() - started, rss_bytes(pid) / 2**20))
+            listed = requests.get(daemon.url + "/streams", timeout=10).json()["streams"]
+            reconnects = sum(stream["reconnects"] for stream in listed if stream["id"] in ids)
             remove_streams(daemon.url, ids)
             print(f"\nRSS with 8 streams at {args.fps:g} fps over {args.soak:.0f} s: " +
                   ", ".join(f"{t:.0f}s {mb:.0f} MB" for t, mb in samples))
             warm = samples[min(1, len(samples) - 1)][1]
-            print(f"growth after warm-up: {100 * (samples[-1][1] - warm) / warm:+.1f} %, peak {max(m for _, m in samples):.0f} MB")
+            print(f"growth after warm-up: {100 * (samples[-1][1] - warm) / warm:+.1f} %, peak {max(m for _, m in samples):.0f} MB; "
+                  f"reconnects during the soak: {reconnects} (a reopened camera is a new decoder)")
 
         # What the CPU leaves for inference once the 8 cameras are decoded (and, here, encoded by the test camera on
         # the same box): bare session.run while the same streams grab and infer almost nothing. The saturation
