@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_daemon.api.health import CacheWriteCheck
 from edge_daemon.config import markdown_reference
 from tests.support.daemon import REPO_ROOT, DaemonProcess
 from tests.support.images import solid_png
@@ -38,6 +40,39 @@ def test_health_info_and_readiness_without_preload(daemon):
     info = requests.get(daemon.url + "/info").json()
     assert info["name"] == "edge-daemon" and info["version"] and info["uuid"]
     assert "colour/1" in info["models_available"]
+
+
+def test_healthz_does_not_write_to_the_cache_dir_at_every_probe_but_sees_it_break_at_once(daemon):
+    """Probes come every few seconds for years: only the first one (then one per WRITE_PROBE_SECONDS) may
+    create a file on the box's storage, yet a cache dir that is no longer a directory fails the very next probe,
+    and the repair shows at the probe after."""
+    cache = Path(daemon.settings.cache_dir)
+    assert requests.get(daemon.url + "/healthz").status_code == 200
+    after_first = cache.stat().st_mtime_ns
+    for _ in range(5):
+        assert requests.get(daemon.url + "/healthz").json() == {"status": "healthy"}
+    assert cache.stat().st_mtime_ns == after_first, "a probe created or deleted a file in the cache dir"
+
+    moved = cache.with_name("cache-moved")
+    cache.rename(moved)
+    cache.write_text("not a folder")
+    broken = requests.get(daemon.url + "/healthz")
+    assert broken.status_code == 503
+    assert broken.json()["status"] == "unhealthy" and "cache_dir_unwritable" in broken.json()["reason"]
+    cache.unlink()
+    moved.rename(cache)
+    assert requests.get(daemon.url + "/healthz").json() == {"status": "healthy"}
+
+
+def test_cache_write_check_writes_again_once_its_interval_has_passed(tmp_path):
+    now = [0.0]
+    check = CacheWriteCheck(tmp_path / "cache", interval=300.0, clock=lambda: now[0])
+    assert check.problem() is None and check.writes == 1 and (tmp_path / "cache").is_dir()
+    now[0] = 299.0
+    assert check.problem() is None and check.writes == 1
+    now[0] = 300.0
+    assert check.problem() is None and check.writes == 2
+    assert not list((tmp_path / "cache").iterdir()), "the probe file is deleted"
 
 
 def test_metrics_parse_and_move_with_requests(daemon, colour_jpeg):

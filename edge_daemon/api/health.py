@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -18,18 +20,72 @@ from edge_daemon.platform.probe import current_platform
 from edge_daemon.service import InferenceService
 
 SERVER_ID = str(uuid.uuid4())
+WRITE_PROBE_SECONDS = 300.0
 
 
-def health_problems(service: InferenceService) -> list[str]:
+class CacheWriteCheck:
+    """Whether the cache dir still takes new files, without writing to the box's storage at every probe.
+
+    Liveness probes come every few seconds for years (the systemd watchdog, Docker's HEALTHCHECK, Kubernetes),
+    and a file created and deleted each time is a metadata write and a journal commit on an SD card each time.
+    So the real write runs at most every `interval` seconds while it succeeds (and at every probe while it
+    fails, so recovery shows at once); in between, a stat of the folder (no write) catches at once a folder
+    that is gone, a file system remounted read-only and a full disk.
+    """
+
+    def __init__(self, folder: Path, interval: float = WRITE_PROBE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.folder = folder
+        self.interval = interval
+        self.clock = clock
+        self.writes = 0
+        self._written_at: float | None = None
+        self._problem: str | None = None
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        """Why the cache dir cannot take files now, or None."""
+        quick = self._stat_problem()
+        if quick is not None:
+            return quick
+        with self._lock:
+            now = self.clock()
+            if self._problem is not None or self._written_at is None or now - self._written_at >= self.interval:
+                self._problem, self._written_at = self._write_problem(), now
+            return self._problem
+
+    def _stat_problem(self) -> str | None:
+        try:
+            stats = os.statvfs(self.folder)
+        except FileNotFoundError:
+            return None  # not made yet, or removed: the write probe (re)creates it or says why not
+        except OSError as error:
+            return f"cache_dir_unwritable: {error.strerror}"
+        if not self.folder.is_dir():
+            return "cache_dir_unwritable: not a directory"
+        if stats.f_flag & os.ST_RDONLY:
+            return "cache_dir_unwritable: read-only file system"
+        if stats.f_bavail == 0:
+            return "cache_dir_unwritable: no space left on device"
+        return None
+
+    def _write_problem(self) -> str | None:
+        self.writes += 1
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".health-"):
+                pass
+        except OSError as error:
+            return f"cache_dir_unwritable: {error.strerror}"
+        return None
+
+
+def health_problems(service: InferenceService, cache_check: CacheWriteCheck) -> list[str]:
     """Reasons the daemon cannot do its job right now (empty when healthy)."""
     problems = []
-    cache = service.settings.cache_path
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache, prefix=".health-"):
-            pass
-    except OSError as error:
-        problems.append(f"cache_dir_unwritable: {error.strerror}")
+    cache_problem = cache_check.problem()
+    if cache_problem is not None:
+        problems.append(cache_problem)
     for model_id, status in service.manager.statuses().items():
         if status.state == "failed" and model_id in service.settings.preload:
             problems.append(f"preloaded model {model_id} failed: {status.error}")
@@ -39,9 +95,10 @@ def health_problems(service: InferenceService) -> list[str]:
 class HealthResource:
     def __init__(self, service: InferenceService):
         self.service = service
+        self.cache_check = CacheWriteCheck(service.settings.cache_path)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        problems = health_problems(self.service)
+        problems = health_problems(self.service, self.cache_check)
         if problems:
             resp.status = 503
             resp.media = {"status": "unhealthy", "reason": "; ".join(problems)}
