@@ -180,15 +180,25 @@ def test_whole_pose_model_fine_tunes_from_its_onnx(tmp_path: Path) -> None:
     from edge_daemon.scenes import order_keypoints
     from tools.pose_training import flip_pose_batch, train_pose_full
     from tools.shapes_data import build_pose_dataset
-    from tools.shapes_nets import ExportDetect, ShapesDetector
+    from tools.shapes_nets import (
+        ExportDetect,
+        ShapesDetector,
+        decode_keypoints,
+        decode_ltrb,
+        flatten_keypoints,
+        flatten_levels,
+        make_anchors,
+    )
 
     shipped = Path(tm.__file__).resolve().parent.parent / "edge_daemon" / "default_models" / "shapes-pose" / "1" / "weights.onnx"
     model = ShapesDetector(nm=0, nk=5, kpt_hidden=80)
     model.load_state_dict(tm.state_from_onnx(shipped, model), strict=True)
-    x = np.random.default_rng(1).random((1, 3, DET_SIZE, DET_SIZE), dtype=np.float32)
+    session = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])
+    size = session.get_inputs()[0].shape[2]  # the weights are size-independent; the anchors are the export's
+    x = np.random.default_rng(1).random((1, 3, size, size), dtype=np.float32)
     with torch.no_grad():
-        ours = ExportDetect(model.eval(), False)(torch.from_numpy(x)).numpy()
-    ref = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+        ours = ExportDetect(model.eval(), False, size)(torch.from_numpy(x)).numpy()
+    ref = session.run(None, {"images": x})[0]
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
 
     data = build_pose_dataset(list(range(500_000, 500_008)), workers=1)
@@ -206,3 +216,27 @@ def test_whole_pose_model_fine_tunes_from_its_onnx(tmp_path: Path) -> None:
     assert all(np.isfinite(weighted))
     tm.export_pose(tuned, tmp_path / "pose.onnx")
     _check_onnx(tmp_path / "pose.onnx", DET_SIZE, {"output0": [4 + 4 + 15, ANCHORS]})
+
+    # --pose-size 512: data, anchors, loss and export at the larger input; the file stays under the 3 MB limit.
+    big = build_pose_dataset(list(range(500_000, 500_002)), workers=1, size=512)
+    assert big["images"].shape == (2, 512, 512, 3)
+    kp, cl = big["keypoints"], big["classes"]
+    assert (kp[..., :2][(kp[..., 2] > 0) & (cl >= 0)[..., None]] < 512).all()
+    tuned, losses = train_pose_full(model, big, iters=1, batch_size=2, log_every=0)
+    assert all(np.isfinite(losses))
+    tm.export_pose(tuned, tmp_path / "pose512.onnx", 512)
+    _check_onnx(tmp_path / "pose512.onnx", 512, {"output0": [4 + 4 + 15, sum((512 // s) ** 2 for s in STRIDES)]})
+    assert (tmp_path / "pose512.onnx").stat().st_size <= 3_000_000
+    x = np.random.default_rng(2).random((1, 3, 512, 512), dtype=np.float32)
+    with torch.no_grad():  # the single-use anchor tables decode as decode_ltrb and decode_keypoints do
+        outs, _ = tuned.eval()(torch.from_numpy(x))
+        anchors, strides = make_anchors(512)
+        cls, box, _ = flatten_levels(outs)
+        xyxy = decode_ltrb(box, anchors, strides)[0]
+        kxy = decode_keypoints(flatten_keypoints(outs), anchors, strides)[0]
+    got = ort.InferenceSession(str(tmp_path / "pose512.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x})[0][0].T
+    np.testing.assert_allclose(got[:, :2], ((xyxy[:, :2] + xyxy[:, 2:]) / 2).numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[:, 2:4], (xyxy[:, 2:] - xyxy[:, :2]).numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[:, 8:].reshape(-1, 5, 3)[..., :2], kxy.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[:, 4:8], cls[0].sigmoid().numpy(), rtol=1e-4, atol=1e-5)

@@ -44,6 +44,7 @@ HELDOUT_SEED0 = 1_000_000
 GATES = {"det_map50": 0.90, "det_map50_95": 0.60, "seg_mask_map50": 0.85, "cls_top1": 0.95, "pose_pck05": 0.90}
 PCK_ALPHA = 0.05  # a keypoint is correct within 0.05 x the longer side of its object's GT box
 PCK_MATCH_IOU = 0.5
+SMALL_PX = 40  # PCK is also split at this longer GT box side, in pixels of a DET_SIZE letterbox (any model size)
 
 
 def _upload(image: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
@@ -132,21 +133,32 @@ def match_by_box(iou: np.ndarray, scores: np.ndarray, classes: np.ndarray, gt_cl
     return match
 
 
+def model_input_size(model: OnnxModel) -> int:
+    """The square input side a model's ONNX file declares (images [batch, 3, size, size])."""
+    shape = model.session.get_inputs()[0].shape
+    assert len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3], shape
+    return int(shape[2])
+
+
 def evaluate_pose(model_path: Path, seeds: list[int], conf: float = 0.001, iou: float = 0.6, batch: int = 8,
-                  jpeg_quality: int | None = 90) -> dict[str, float]:
+                  jpeg_quality: int | None = 90, threads: int = 2) -> dict[str, float]:
     """Box mAP and PCK@0.05 of the keypoint model over the given scene seeds.
 
     PCK counts every visible GT keypoint: correct when the detection matched to its object (box IoU >= 0.5,
     same class) has that keypoint within PCK_ALPHA x max(GT box width, height); an unmatched object's
-    keypoints count as wrong.
+    keypoints count as wrong. Scenes are letterboxed to the input size the ONNX file declares, so models of
+    any size are measured alike. `pck05_small` / `pck05_large` split PCK at SMALL_PX (the GT box's longer
+    side after a DET_SIZE letterbox, whatever the model's own size, so both sizes split the same objects).
     """
-    model = OnnxModel(str(model_path))
+    model = OnnxModel(str(model_path), threads)
+    size = model_input_size(model)
     boxes_acc = APAccumulator(len(CLASS_NAMES))
     correct = np.zeros(len(CLASS_NAMES), np.int64)
     total = np.zeros(len(CLASS_NAMES), np.int64)
+    by_size = np.zeros((2, 2), np.int64)  # [small, large] x [correct, total]
     for start in range(0, len(seeds), batch):
         scenes = [generate_scene(s) for s in seeds[start:start + batch]]
-        lbs = [letterbox(_upload(sc.image, jpeg_quality), DET_SIZE) for sc in scenes]
+        lbs = [letterbox(_upload(sc.image, jpeg_quality), size) for sc in scenes]
         outs = model(to_det_input([lb[0] for lb in lbs]))
         for k, (scene, (_, geom)) in enumerate(zip(scenes, lbs, strict=True)):
             boxes, scores, classes, kpts = decode_pose(outs[0][k], geom, nc=len(CLASS_NAMES), conf=conf, iou=iou)
@@ -155,20 +167,28 @@ def evaluate_pose(model_path: Path, seeds: list[int], conf: float = 0.001, iou: 
             ious = box_iou(boxes, gt_boxes)
             boxes_acc.add(ious, scores, classes, gt_cls)
             match = match_by_box(ious, scores, classes, gt_cls)
+            ref_scale = DET_SIZE / max(geom.orig_w, geom.orig_h)  # a DET_SIZE letterbox's scale
             for obj, gt_box, d in zip(scene.objects, gt_boxes, match, strict=True):
                 n = len(KEYPOINT_NAMES[obj.class_id])
                 vis = obj.keypoints_visible[:n]
+                side = max(gt_box[2] - gt_box[0], gt_box[3] - gt_box[1])
+                split = 0 if side * ref_scale < SMALL_PX else 1
                 total[obj.class_id] += int(vis.sum())
+                by_size[split, 1] += int(vis.sum())
                 if d < 0:
                     continue
-                tol = PCK_ALPHA * max(gt_box[2] - gt_box[0], gt_box[3] - gt_box[1])
                 dist = np.hypot(*(kpts[d, :n, :2] - obj.keypoints[:n]).T)
-                correct[obj.class_id] += int(((dist <= tol) & vis).sum())
+                hits = int(((dist <= PCK_ALPHA * side) & vis).sum())
+                correct[obj.class_id] += hits
+                by_size[split, 0] += hits
     res = {f"box_{k}": v for k, v in boxes_acc.summary().items()}
     res["pck05"] = float(correct.sum() / max(total.sum(), 1))
     for c, name in enumerate(CLASS_NAMES):
         res[f"pck05_{name}"] = float(correct[c] / max(total[c], 1))
+    res["pck05_small"], res["pck05_large"] = (float(c / max(t, 1)) for c, t in by_size)
     res["visible_keypoints"] = float(total.sum())
+    res["visible_keypoints_small"] = float(by_size[0, 1])
+    res["input_size"] = float(size)
     return res
 
 

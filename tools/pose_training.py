@@ -234,14 +234,15 @@ def cached_windows(cache: Path | None, onnx_path: Path, seeds: list[int], worker
 
 
 def flip_pose_batch(batch: dict[str, np.ndarray], rng: np.random.Generator) -> None:
-    """Random horizontal/vertical flips of images, boxes and keypoints in place.
+    """Random horizontal/vertical flips of images, boxes and keypoints in place (images are square; their
+    side is the network input size).
 
     A flipped polygon's vertices are put back into the canonical order (`order_keypoints`: topmost first,
     then clockwise on screen), as the scene generator orders them; visibility flags travel with their points.
     """
     from edge_daemon.scenes import order_keypoints
 
-    size = DET_SIZE
+    size = batch["images"].shape[1]
     for i in range(len(batch["images"])):
         valid = batch["classes"][i] >= 0
         flips = (rng.random() < 0.5, rng.random() < 0.5)
@@ -269,12 +270,13 @@ class PoseLoss:
     keypoint the class has, plus visibility BCE, over the anchors the task-aligned assignment makes positive.
     With `small_px` > 0 each anchor's position error is also weighted by clip(small_px / GT size, 1, 3)
     (GT size: the box's longer side in network px), still divided by the plain keypoint count, so shapes
-    under `small_px` weigh up to 3 times more and larger ones as before.
+    under `small_px` weigh up to 3 times more and larger ones as before. `size` is the square network input
+    the anchors are laid out for.
     """
 
     def __init__(self, w_cls: float = 1.0, w_box: float = 5.0, w_kpt: float = 10.0, w_vis: float = 0.5,
-                 small_px: float = 0.0) -> None:
-        anchors, strides = make_anchors(DET_SIZE)
+                 small_px: float = 0.0, size: int = DET_SIZE) -> None:
+        anchors, strides = make_anchors(size)
         self.anchors, self.strides = anchors, strides
         self.w_cls, self.w_box, self.w_kpt, self.w_vis = w_cls, w_box, w_kpt, w_vis
         self.small_px = small_px
@@ -348,7 +350,8 @@ def train_pose_full(
     their quality, next to the keypoint loss (weight `w_kpt`); BatchNorm statistics stay frozen
     (freeze_batchnorm); AdamW, short warmup then cosine, EMA of the weights (returned). `snapshot(ema_model,
     iteration)` is called every `snapshot_every` iterations. `small_px` > 0 weighs small shapes' keypoint
-    positions more (PoseLoss).
+    positions more (PoseLoss). The input size (anchors, flips) is the images' side, so data built at another
+    --pose-size trains at that size.
     """
     from tools.train_models import Ema, _to_tensor_images
 
@@ -357,7 +360,7 @@ def train_pose_full(
     model = model.to(memory_format=torch.channels_last)
     ema = Ema(model, tau=100.0)
     opt = make_optimizer(model, lr, 5e-4)
-    crit = PoseLoss(w_kpt=w_kpt, small_px=small_px)
+    crit = PoseLoss(w_kpt=w_kpt, small_px=small_px, size=int(data["images"].shape[1]))
     n = len(data["images"])
     losses: list[float] = []
     t0 = time.perf_counter()

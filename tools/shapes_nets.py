@@ -270,32 +270,47 @@ class ExportDetect(nn.Module):
     Keypoints (a model with nk > 0) follow YOLOv8-pose: K triples x, y (network pixels), sigmoid visibility.
     """
 
-    def __init__(self, model: ShapesDetector, with_masks: bool) -> None:
+    def __init__(self, model: ShapesDetector, with_masks: bool, size: int = DET_SIZE) -> None:
         super().__init__()
         self.model = model
         self.with_masks = with_masks
         self.with_keypoints = model.nk > 0
-        anchors, strides = make_anchors()
+        anchors, strides = make_anchors(size)  # baked into the graph: the export is for this input size only
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("strides", strides, persistent=False)
 
     def forward(self, images: torch.Tensor):
         outs, protos = self.model(images)
+        if self.with_keypoints:
+            return self._forward_keypoints(outs)
         cls, box, coef = flatten_levels(outs)
         xyxy = decode_ltrb(box, self.anchors, self.strides)
         cxcy = (xyxy[..., :2] + xyxy[..., 2:]) * 0.5
         wh = xyxy[..., 2:] - xyxy[..., :2]
         parts = [cxcy, wh, torch.sigmoid(cls)]
-        if self.with_keypoints:
-            raw = flatten_keypoints(outs)
-            xy = decode_keypoints(raw, self.anchors, self.strides)
-            kpts = torch.cat([xy, torch.sigmoid(raw[..., 2:3])], -1)
-            parts.append(kpts.reshape(kpts.shape[0], kpts.shape[1], -1))
         if self.with_masks:
             assert coef is not None and protos is not None
             parts.append(coef)
             return torch.cat(parts, -1).transpose(1, 2), protos
         return torch.cat(parts, -1).transpose(1, 2)
+
+    def _forward_keypoints(self, outs: list) -> torch.Tensor:
+        """output0 of a keypoint model, decoded as decode_ltrb and decode_keypoints do, but with a single use of
+        the anchor and stride tables, so the graph holds each as one constant: the exporter inlines a buffer
+        at every use, and at 512 px five (N, ...) tables would put the file over 3 MB.
+
+        Box centres are anchor + (r - l) / 2 (the same as the mean of the corners up to float rounding);
+        keypoints are anchor + (2 * offset) * stride, exactly decode_keypoints' value.
+        """
+        cls, box, _ = flatten_levels(outs)
+        raw = flatten_keypoints(outs)  # (B, N, K, 3)
+        b, n, k = raw.shape[0], raw.shape[1], raw.shape[2]
+        scaled = torch.cat([F.softplus(box), raw[..., :2].reshape(b, n, 2 * k) * 2.0], -1) * self.strides
+        lt, rb, kxy = scaled[..., :2], scaled[..., 2:4], scaled[..., 4:].reshape(b, n, k, 2)
+        offsets = torch.cat([((rb - lt) * 0.5)[:, :, None], kxy], 2)  # (B, N, 1 + K, 2)
+        points = offsets + self.anchors[:, None, :]  # one (N, 1, 2) constant after folding
+        kpts = torch.cat([points[:, :, 1:], torch.sigmoid(raw[..., 2:3])], -1).reshape(b, n, 3 * k)
+        return torch.cat([points[:, :, 0], lt + rb, torch.sigmoid(cls), kpts], -1).transpose(1, 2)
 
 
 class ShapesClassifier(nn.Module):

@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 
 from edge_daemon.scenes import CLASS_NAMES, KEYPOINT_EDGES, KEYPOINT_NAMES, MAX_KEYPOINTS
 from tools.shapes_data import build_cls_dataset, build_det_dataset
-from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_STRIDE
+from tools.shapes_layout import CLS_SIZE, DET_SIZE, PROTO_STRIDE, STRIDES
 from tools.shapes_nets import (
     ExportDetect,
     ShapesClassifier,
@@ -468,9 +468,9 @@ def export_detector(model: ShapesDetector, path: Path, with_masks: bool) -> None
     _onnx_export(wrapper, torch.zeros(1, 3, DET_SIZE, DET_SIZE), path, outputs)
 
 
-def export_pose(model: ShapesDetector, path: Path) -> None:
-    """Write the keypoint ONNX: output0 (B, 4 + nc + 3K, N), YOLOv8-pose layout."""
-    _onnx_export(ExportDetect(model.float().eval(), False), torch.zeros(1, 3, DET_SIZE, DET_SIZE), path, ["output0"])
+def export_pose(model: ShapesDetector, path: Path, size: int = DET_SIZE) -> None:
+    """Write the keypoint ONNX for a square `size` input: output0 (B, 4 + nc + 3K, N), YOLOv8-pose layout."""
+    _onnx_export(ExportDetect(model.float().eval(), False, size), torch.zeros(1, 3, size, size), path, ["output0"])
 
 
 def keypoints_metadata() -> list[dict[str, object]]:
@@ -558,14 +558,15 @@ def _snapshot(save_state: Path | None, suffix: str):
 
 
 def _write_pose_model(model: ShapesDetector, out: Path, save_state: Path | None,
-                      log: Callable[[str], None]) -> None:
-    """Keep the trained weights (--save-state) and write shapes-pose/1: the ONNX file and its metadata."""
+                      log: Callable[[str], None], size: int = DET_SIZE) -> None:
+    """Keep the trained weights (--save-state) and write shapes-pose/1 for a square `size` input: the ONNX
+    file and its metadata (environment.json's resize names the size)."""
     if save_state:
         save_state.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), save_state)
     folder = out / "shapes-pose" / "1"
-    export_pose(model, folder / "weights.onnx")
-    resize = {"width": DET_SIZE, "height": DET_SIZE, "format": "Fit (grey edges) in"}
+    export_pose(model, folder / "weights.onnx", size)
+    resize = {"width": size, "height": size, "format": "Fit (grey edges) in"}
     write_model_dir(folder, "shapes-pose/1", "keypoint-detection", "shapes-pose-n", resize,
                     {"keypoints_metadata.json": keypoints_metadata()})
     log(f"wrote {folder} ({(folder / 'weights.onnx').stat().st_size} bytes)")
@@ -615,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pose-small-px", type=float, default=0.0,
                     help="--pose-full: weigh each anchor's keypoint position error by clip(PX / GT box size, 1, 3) "
                     "(network px), so shapes under PX count up to 3 times more; 0 (default) weighs all alike")
+    ap.add_argument("--pose-size", type=int, default=DET_SIZE,
+                    help="--pose-full: square input size of the keypoint model (data, anchors, loss, export and "
+                    "environment.json; a multiple of 32); the detector and segmenter stay at %(default)s")
     ap.add_argument("--pose-seed0", type=int, default=POSE_TRAIN_SEED0,
                     help="first scene seed of --pose / --pose-full training (--pose-images scenes from there; keep "
                     "clear of the held-out 1,000,000+, the tests' 2,000,000+ and the 20,000-40,299 seeds the e2e tests use)")
@@ -625,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    if args.pose_size % max(STRIDES) or (args.pose and not args.pose_full and args.pose_size != DET_SIZE):
+        ap.error(f"--pose-size must be a multiple of {max(STRIDES)}, and --pose (branch only, on {DET_SIZE} px "
+                 "neck windows) supports only the default")
     if args.pose_full:
         from tools.pose_training import train_pose_full
         from tools.shapes_data import build_pose_dataset
@@ -634,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state_from_onnx(args.pose_full_init, model), strict=True)
         t = time.perf_counter()
         seeds = list(range(args.pose_seed0, args.pose_seed0 + args.pose_images))
-        pdata = build_pose_dataset(seeds, args.threads)
+        pdata = build_pose_dataset(seeds, args.threads, args.pose_size)
         timings["pose_data_s"] = time.perf_counter() - t
         log(f"pose data: {len(pdata['images'])} images in {timings['pose_data_s']:.0f}s")
         t = time.perf_counter()
@@ -643,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                                    snapshot=_snapshot(args.save_state, "partial"), small_px=args.pose_small_px)
         timings["pose_train_s"] = time.perf_counter() - t
         del pdata
-        _write_pose_model(model, args.out, args.save_state, log)
+        _write_pose_model(model, args.out, args.save_state, log, args.pose_size)
     elif args.pose:
         from tools.pose_training import cached_windows, train_keypoint_head
 
