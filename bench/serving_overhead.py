@@ -190,7 +190,7 @@ FAMILY_BENCH: dict[str, dict[str, float]] = {
     "yolo26-pose-e2e": {"confidence": 0.2, "keypoint_confidence": 0.3}, "rfdetr-mini-det": {"confidence": 0.05},
     "vit-cls": {"confidence": 0.01}, "resnet18-cls": {"confidence": 0.01}, "yolov8-cls": {"confidence": 0.01},
     "deeplabv3plus": {"confidence": 0.3},
-    "shapes/1": {}, "shapes-seg/1": {}, "shapes-cls/1": {},
+    "shapes/1": {}, "shapes-seg/1": {}, "shapes-cls/1": {}, "shapes-pose/1": {"confidence": 0.05},
 }
 
 
