@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ def test_healthz_does_not_write_to_the_cache_dir_at_every_probe_but_sees_it_brea
     cache.unlink()
     moved.rename(cache)
     assert requests.get(daemon.url + "/healthz").json() == {"status": "healthy"}
+
+    shutil.rmtree(cache)  # a removed cache dir is made again by the next probe, not 5 minutes later
+    assert requests.get(daemon.url + "/healthz").json() == {"status": "healthy"}
+    assert cache.is_dir()
 
 
 def test_cache_write_check_writes_again_once_its_interval_has_passed(tmp_path):

@@ -50,7 +50,8 @@ class CacheWriteCheck:
             return quick
         with self._lock:
             now = self.clock()
-            if self._problem is not None or self._written_at is None or now - self._written_at >= self.interval:
+            due = self._written_at is None or now - self._written_at >= self.interval
+            if due or self._problem is not None or not self.folder.exists():  # gone: recreate it now
                 self._problem, self._written_at = self._write_problem(), now
             return self._problem
 
@@ -58,7 +59,7 @@ class CacheWriteCheck:
         try:
             stats = os.statvfs(self.folder)
         except FileNotFoundError:
-            return None  # not made yet, or removed: the write probe (re)creates it or says why not
+            return None  # not made yet, or removed: problem() runs the write probe, which recreates it
         except OSError as error:
             return f"cache_dir_unwritable: {error.strerror}"
         if not self.folder.is_dir():
