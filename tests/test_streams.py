@@ -196,6 +196,45 @@ def test_rtsp_stream_publishes_detections_over_mqtt_and_survives_faults(streams_
         broker.stop()
 
 
+def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, picture):
+    """OpenCV's FFmpeg backend opens one capture at a time per process. A camera that accepts the connection and
+    then says nothing (hung; here SIGSTOPped) held that turn for its whole open timeout, and FFmpeg's probe held it
+    5.2 s for each 5 fps camera, so three such cameras took 16 s to start behind it instead of about 3."""
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    hung = RtspCamera(picture).start()
+    slow = RtspCamera(picture, fps=5).start()
+    url = streams_daemon.url
+    try:
+        hung.freeze()
+        assert requests.post(url + "/streams", json={"id": "hung", "source": hung.url, "model_id": "shapes/1",
+                                                     "open_timeout": 10, "max_fps": 1}).status_code == 201
+        time.sleep(0.5)  # its open is under way
+        added = time.monotonic()
+        for index in range(3):
+            assert requests.post(url + "/streams", json={"id": f"slow{index}", "source": slow.url,
+                                                         "model_id": "shapes/1", "max_fps": 1}).status_code == 201
+        wait_for(lambda: all(stream_state(url, f"slow{i}")["state"] == "running" for i in range(3)), 8)
+        print(f"three 5 fps cameras running {time.monotonic() - added:.1f} s after they were added")
+        hung_state = wait_for(lambda: (s := stream_state(url, "hung"))["last_error"] and s, 12)
+        assert hung_state["state"] == "reconnecting" and "did not answer within 10 s" in hung_state["last_error"]
+    finally:
+        hung.stop()
+        slow.stop()
+
+
+def test_quick_probe_options_keep_what_the_operator_set():
+    from edge_daemon.streams.sources import FFMPEG_OPTIONS_VARIABLE, add_quick_probe_options
+
+    environ = {FFMPEG_OPTIONS_VARIABLE: "rtsp_transport;udp|analyzeduration;2000000"}
+    add_quick_probe_options(environ)
+    assert environ[FFMPEG_OPTIONS_VARIABLE] == "rtsp_transport;udp|analyzeduration;2000000|fpsprobesize;0"
+    environ = {}
+    add_quick_probe_options(environ)
+    assert environ[FFMPEG_OPTIONS_VARIABLE] == "fpsprobesize;0|analyzeduration;500000"
+
+
 def test_mjpeg_stream_webhook_signature_sse_and_a_dead_webhook_stays_bounded(streams_daemon, scene):
     camera = HttpCamera(encode_jpeg(scene[0], 85), fps=10)
     hook = WebhookReceiver()

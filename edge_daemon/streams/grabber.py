@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_daemon.streams.config import StreamConfig
 from edge_daemon.streams.masking import mask_url, scrub
-from edge_daemon.streams.sources import OpenContext, SourceError, open_source
+from edge_daemon.streams.sources import OpenContext, OpenTurn, SourceError, open_source
 
 log = logging.getLogger("edge_daemon.streams")
 
@@ -169,6 +169,7 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.cancelled = threading.Event()
+        self.turn = OpenTurn(self.cancelled)  # its place among the process's camera opens
         self.ended = threading.Event()
         self.error: str | None = None
         self.opened_at: float | None = None
@@ -283,7 +284,10 @@ class Grabber:
                 return attempt.error or "camera stream ended", permanent
             now = time.monotonic()
             if attempt.opened_at is None:
-                if now - started > self.config.open_timeout + stall:
+                if attempt.turn.waiting:
+                    continue  # queued behind other cameras' opens (one at a time): its own time starts with its turn
+                begun = attempt.turn.started_at or started
+                if now - begun > self.config.open_timeout + stall:
                     return f"camera did not open within {self.config.open_timeout + stall:g} s", False
                 continue
             last = attempt.last_frame or attempt.opened_at
@@ -296,7 +300,7 @@ class Grabber:
     # ----- the reader -------------------------------------------------------------------------------
     def _read(self, attempt: _Attempt) -> None:
         try:
-            capture = open_source(self.config, self.context)
+            capture = open_source(self.config, self.context, attempt.turn)
         except SourceError as error:
             attempt.fail(str(error))
             return

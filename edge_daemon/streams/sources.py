@@ -3,14 +3,25 @@
 Every open and read is bounded: OpenCV's FFmpeg backend gets open and read timeouts (without them a frozen RTSP
 camera blocks `read()` for 30 s or more), snapshots are fetched with a deadline. A read can still block longer
 than asked (OpenCV does), which is why the grabber also has a watchdog; see grabber.py.
+
+OpenCV's FFmpeg backend opens one capture at a time in a process (a global lock around the whole open), so an
+open here is kept short and a camera that cannot answer never takes its turn:
+- an RTSP camera must answer an OPTIONS request (a TCP connect, for the other network kinds) before OpenCV opens
+  it; a hung or unreachable camera fails that on its own time, not the lock's;
+- FFmpeg's stream probe stops at half a second of video and skips its 20-frame frame-rate estimate (the rate is
+  in the stream's own headers), where by default it waited for 5 s of video: 5.2 s per open of a 5 fps camera;
+- opens wait their turn in `_FFMPEG_OPENS` with an `OpenTurn`, where the grabber can see that an open has not
+  begun yet, and an attempt it gave up on leaves the queue instead of opening.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -20,6 +31,21 @@ import numpy as np
 from edge_daemon.errors import ApiError
 from edge_daemon.images.url_fetch import UrlPolicy, fetch_url, resolve_checked
 from edge_daemon.streams.config import StreamConfig
+
+FFMPEG_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+QUICK_PROBE = {"fpsprobesize": "0", "analyzeduration": "500000"}  # FFmpeg's defaults: 20 frames, 5 s
+
+
+def add_quick_probe_options(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Add QUICK_PROBE to OpenCV's FFmpeg options variable, keeping every option the operator set there."""
+    current = environ.get(FFMPEG_OPTIONS_VARIABLE, "")
+    chosen = {pair.split(";", 1)[0].strip() for pair in current.split("|") if pair.strip()}
+    extra = [f"{key};{value}" for key, value in QUICK_PROBE.items() if key not in chosen]
+    if extra:
+        environ[FFMPEG_OPTIONS_VARIABLE] = "|".join([current, *extra] if current else extra)
+
+
+add_quick_probe_options()  # at import, before any reader thread: OpenCV reads the variable at each open
 
 
 class SourceError(Exception):
@@ -50,6 +76,23 @@ class OpenContext:
     open_timeout: float
     read_timeout: float
     policy: UrlPolicy
+
+
+@dataclass
+class OpenTurn:
+    """One open attempt's place in the queue of FFmpeg opens: when it joined, when its open began (None while it
+    waits for other cameras' opens), and `cancelled`, set by whoever gave up on it."""
+
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    queued_at: float | None = None
+    started_at: float | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.queued_at is not None and self.started_at is None
+
+
+_FFMPEG_OPENS = threading.Lock()
 
 
 def _fourcc(value: float) -> str:
@@ -142,41 +185,74 @@ def read_frame(capture: Capture) -> np.ndarray | None:
     return capture.retrieve() if capture.grab() else None
 
 
-def _check_network(url: str, context: OpenContext) -> None:
+def _check_network(url: str, context: OpenContext) -> tuple[str, int]:
+    """The address (checked against the URL policy) and port to reach the camera at."""
     parts = urlsplit(url)
     if not parts.hostname:
         raise SourceError("camera URL has no host")
-    default_port = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(parts.scheme, 0)
+    port = parts.port or {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(parts.scheme, 0)
     try:
-        resolve_checked(parts.hostname, parts.port or default_port, context.policy)
+        return resolve_checked(parts.hostname, port, context.policy), port
     except ApiError as error:
         raise SourceError(error.message.replace("image URL", "camera URL")) from None
 
 
-def _ffmpeg(url: str, context: OpenContext, decoder_threads: int) -> cv2.VideoCapture:
+def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
+    """Raise SourceError unless the camera accepts a connection within `timeout` and, for plain RTSP, answers an
+    OPTIONS request (any status: one that wants credentials is alive too). No credentials are sent here."""
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as connection:
+            if parts.scheme != "rtsp":
+                return
+            target = f"rtsp://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
+            connection.sendall(f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode())
+            reply = b""
+            while len(reply) < 5:
+                connection.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = connection.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:
+        raise SourceError(f"could not open the stream: the camera did not answer within {timeout:g} s") from None
+    except OSError as error:
+        raise SourceError(f"could not open the stream: {error.strerror or type(error).__name__}") from None
+    if not reply.startswith(b"RTSP/"):
+        raise SourceError("could not open the stream: the camera's port did not answer as an RTSP server")
+
+
+def _ffmpeg(url: str, context: OpenContext, decoder_threads: int, turn: OpenTurn) -> cv2.VideoCapture:
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(context.open_timeout * 1000),
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(context.read_timeout * 1000)]
     if decoder_threads:
         # OpenCV's default is a decoder thread per core, each with its own frame buffers: about 12 MB more
         # RSS per 720p H.264 stream on two cores, and more on bigger boxes, for rates a camera never needs.
         params += [cv2.CAP_PROP_N_THREADS, decoder_threads]
-    return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    turn.queued_at = time.monotonic()
+    with _FFMPEG_OPENS:
+        if turn.cancelled.is_set():
+            raise SourceError("gave up before its turn to open came (other cameras were opening)")
+        turn.started_at = time.monotonic()
+        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
 
-def _open_network(config: StreamConfig, context: OpenContext) -> Capture:
-    _check_network(config.source, context)
-    capture = _ffmpeg(config.source, context, config.decoder_threads)
+def _open_network(config: StreamConfig, context: OpenContext, turn: OpenTurn) -> Capture:
+    address, port = _check_network(config.source, context)
+    _camera_answers(config.source, address, port, context.open_timeout)
+    capture = _ffmpeg(config.source, context, config.decoder_threads, turn)
     if not capture.isOpened():
         capture.release()
         raise SourceError(f"could not open the {config.kind} stream (unreachable, refused or not a video)")
     return OpenCvCapture(capture, read_timeout=context.read_timeout)
 
 
-def _open_file(config: StreamConfig, context: OpenContext) -> Capture:
+def _open_file(config: StreamConfig, context: OpenContext, turn: OpenTurn) -> Capture:
     path = config.source.removeprefix("file://")
     if not os.path.isfile(path):
         raise SourceError("video file not found")
-    capture = _ffmpeg(path, context, config.decoder_threads)
+    capture = _ffmpeg(path, context, config.decoder_threads, turn)
     if not capture.isOpened():
         capture.release()
         raise SourceError("could not open the video file")
@@ -184,7 +260,7 @@ def _open_file(config: StreamConfig, context: OpenContext) -> Capture:
     return OpenCvCapture(capture, pace=1.0 / min(max(fps, 1.0), 120.0), loop=config.loop)
 
 
-def _open_v4l2(config: StreamConfig, context: OpenContext) -> Capture:
+def _open_v4l2(config: StreamConfig, context: OpenContext, turn: OpenTurn) -> Capture:
     capture = cv2.VideoCapture(config.source, cv2.CAP_V4L2)
     if not capture.isOpened():
         capture.release()
@@ -192,12 +268,12 @@ def _open_v4l2(config: StreamConfig, context: OpenContext) -> Capture:
     return OpenCvCapture(capture)
 
 
-def _open_snapshot(config: StreamConfig, context: OpenContext) -> Capture:
+def _open_snapshot(config: StreamConfig, context: OpenContext, turn: OpenTurn) -> Capture:
     policy = UrlPolicy(**{**context.policy.__dict__, "timeout": context.read_timeout})
     return SnapshotCapture(config.source, config.snapshot_interval, policy)
 
 
-OPENERS: dict[str, Callable[[StreamConfig, OpenContext], Capture]] = {
+OPENERS: dict[str, Callable[[StreamConfig, OpenContext, OpenTurn], Capture]] = {
     "rtsp": _open_network,
     "mjpeg": _open_network,
     "snapshot": _open_snapshot,
@@ -206,6 +282,7 @@ OPENERS: dict[str, Callable[[StreamConfig, OpenContext], Capture]] = {
 }
 
 
-def open_source(config: StreamConfig, context: OpenContext) -> Capture:
-    """Open the camera `config` names; raises SourceError with a message fit for `last_error`."""
-    return OPENERS[config.kind](config, context)
+def open_source(config: StreamConfig, context: OpenContext, turn: OpenTurn | None = None) -> Capture:
+    """Open the camera `config` names; raises SourceError with a message fit for `last_error`. `turn` shows
+    whether the open is still queued behind other cameras' (and lets the caller give up on it there)."""
+    return OPENERS[config.kind](config, context, turn or OpenTurn())
