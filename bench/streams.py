@@ -4,15 +4,17 @@ scene of shapes) and a daemon subprocess:
 1. bare `session.run` throughput of the model (batch 1 and batch 8), the ceiling for any serving path;
 2. capacity: N streams at --fps each: achieved inferences/s and frame age at inference (p95, from the daemon's
    own histogram), for growing N; the largest N that keeps up with p95 < 400 ms is the answer;
-3. saturation: N streams at max_fps 30 (more than the CPU can do): stream throughput vs bare session.run, and
-   vs bare session.run while the same streams only grab (what decoding, and the test camera, leave of the CPU);
+3. saturation: --saturation-streams streams asking the camera's whole rate (more than the CPU can do): stream
+   throughput vs bare session.run, and vs bare session.run while 8 streams only grab (what decoding, and the
+   test camera, leave of the CPU). With `--camera-fps 5` (cameras set to 5 fps, as Frigate advises for
+   detection) give enough streams to ask more than the CPU can do, e.g. `--counts 8,16,24,32 --saturation-streams 40`;
 4. grabbing cost: daemon CPU per idle 720p30 stream (grabbing and decoding, no inference);
 5. memory: daemon RSS with 8 streams, sampled over --soak seconds, starting right after the saturation burst
    (so the series shows the burst given back: ONNX Runtime's arena and the C heap are trimmed a
    --memory-trim-seconds period or two after it).
 
-    python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--seconds 15] [--soak 600]
-                            [--daemon-args --engine-slots 1 ...]
+    python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--camera-fps 30] [--saturation-streams 8]
+                            [--seconds 15] [--soak 600] [--daemon-args --engine-slots 1 ...]
 
 The CPU is shared and noisy; run it on a quiet box and compare the rows of one run, not runs.
 """
@@ -135,6 +137,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--soak", type=float, default=600.0, help="seconds of the 8-stream memory run (0: skip)")
     parser.add_argument("--camera-fps", type=int, default=30)
+    parser.add_argument("--saturation-streams", type=int, default=8)
     parser.add_argument("--daemon-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `edge-daemon serve` flags, to compare settings (last on the line)")
     args = parser.parse_args()
@@ -187,13 +190,13 @@ def main() -> int:
 
         # Side by side: bare session.run again just before (the CPU is shared, so the start-up figure drifts).
         bare = {batch: bare_throughput("shapes/1", args.seconds / 3, batch) for batch in (1, 4, 8)}
-        ids = add_streams(daemon.url, camera.url, 8, 30, "sat")
+        ids = add_streams(daemon.url, camera.url, args.saturation_streams, args.camera_fps, "sat")
         row = measure(daemon.url, pid, args.seconds)
         remove_streams(daemon.url, ids)
         burst_rss = rss_bytes(pid) / 2**20
         ratios = ", ".join(f"{100 * row['inferred_per_s'] / rate:.0f} % of batch {batch} ({rate:.1f}/s)"
                            for batch, rate in bare.items())
-        print(f"\nsaturation (8 streams asking 30 fps): {row['inferred_per_s']:.1f} inferences/s = {ratios} of bare "
+        print(f"\nsaturation ({args.saturation_streams} streams asking {args.camera_fps} fps): {row['inferred_per_s']:.1f} inferences/s = {ratios} of bare "
               f"session.run just before; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} "
               f"cores; RSS after the burst {burst_rss:.0f} MB")
 

@@ -198,29 +198,24 @@ def _check_network(url: str, context: OpenContext) -> tuple[str, int]:
 
 
 def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
-    """Raise SourceError unless the camera accepts a connection within `timeout` and, for plain RTSP, answers an
-    OPTIONS request (any status: one that wants credentials is alive too). No credentials are sent here."""
+    """Raise SourceError if the camera does not accept a connection within `timeout` or, for plain RTSP, sends
+    nothing back to an OPTIONS request in that time: a hung camera. Any reply counts (one that wants credentials,
+    or closes the connection, is alive, and OpenCV decides); no credentials are sent here."""
     parts = urlsplit(url)
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((address, port), timeout=timeout) as connection:
-            if parts.scheme != "rtsp":
-                return
-            target = f"rtsp://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
-            connection.sendall(f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode())
-            reply = b""
-            while len(reply) < 5:
+            if parts.scheme == "rtsp":
+                target = f"rtsp://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
+                connection.sendall(f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode())
                 connection.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = connection.recv(64)
-                if not chunk:
-                    break
-                reply += chunk
+                connection.recv(64)
     except TimeoutError:
         raise SourceError(f"could not open the stream: the camera did not answer within {timeout:g} s") from None
+    except ConnectionResetError:
+        return  # it answered by closing: let OpenCV decide
     except OSError as error:
         raise SourceError(f"could not open the stream: {error.strerror or type(error).__name__}") from None
-    if not reply.startswith(b"RTSP/"):
-        raise SourceError("could not open the stream: the camera's port did not answer as an RTSP server")
 
 
 def _ffmpeg(url: str, context: OpenContext, decoder_threads: int, turn: OpenTurn) -> cv2.VideoCapture:
