@@ -7,6 +7,12 @@ its own high-water mark. Capping the arenas at 2 took eight 720p cameras from 37
 (bench/streams.py set-up), and trimming the free pages every 10 s keeps the rest from creeping, at one
 `malloc_trim` call per period. A fixed mmap threshold did about as well on memory but cost ~50,000 page faults
 a second, and a page fault per large buffer of every HTTP request.
+
+The periodic trim is also why free() itself is told not to give memory back: with glibc's own thresholds, the
+capped arenas shrank their heaps at nearly every request's last free and faulted the pages in again at the next
+(about 470 page faults, ~2 MB, per `shapes/1` request), costing 1-2 ms of CPU a request. So while trimming is on,
+buffers under 32 MB come from the heap (no mmap per image or tensor) and free() never trims; the trim thread
+hands the free pages back within a period instead.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
+M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (glibc malloc.h)
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+HEAP_BUFFERS_UP_TO = 32 * 2**20  # glibc's largest mmap threshold on 64-bit; above it, mmap as before
+NO_TRIM_ON_FREE = 2**31 - 1  # free space atop a heap that makes free() trim (mallopt's largest): never
 
 
 def _glibc() -> Any | None:
@@ -54,6 +64,9 @@ class HeapKeeper:
         if self.arenas > 0 and self._libc.mallopt(M_ARENA_MAX, self.arenas) != 1:
             log.warning("could not cap malloc arenas at %d", self.arenas)
         if self.trim_seconds > 0:
+            # Both or neither: setting either one turns off glibc's adjusting of both.
+            if self._libc.mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS_UP_TO) == 1:
+                self._libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM_ON_FREE)
             self._thread = threading.Thread(target=self._loop, name="heap trim", daemon=True)
             self._thread.start()
         return self
