@@ -6,8 +6,9 @@ than asked (OpenCV does), which is why the grabber also has a watchdog; see grab
 
 OpenCV's FFmpeg backend opens one capture at a time in a process (a global lock around the whole open), so an
 open here is kept short and a camera that cannot answer never takes its turn:
-- an RTSP camera must answer an OPTIONS request (a TCP connect, for the other network kinds) before OpenCV opens
-  it; a hung or unreachable camera fails that on its own time, not the lock's;
+- an RTSP(S) camera must answer an OPTIONS request (an MJPEG camera: accept the connection, and complete a TLS
+  handshake over https) before OpenCV opens it; a hung or unreachable camera fails that on its own time, not the
+  lock's;
 - FFmpeg's stream probe stops at half a second of video and skips its 20-frame frame-rate estimate (the rate is
   in the stream's own headers), where by default it waited for 5 s of video: 5.2 s per open of a 5 fps camera;
 - opens wait their turn in `_FFMPEG_OPENS` with an `OpenTurn`, where the grabber can see that an open has not
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -197,23 +199,36 @@ def _check_network(url: str, context: OpenContext) -> tuple[str, int]:
         raise SourceError(error.message.replace("image URL", "camera URL")) from None
 
 
+def _unverified_tls() -> ssl.SSLContext:
+    """TLS as FFmpeg speaks it to cameras by default (`tls_verify` 0: cameras carry self-signed certificates).
+    Only for the liveness check below, which sends no credentials."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
-    """Raise SourceError if the camera does not accept a connection within `timeout` or, for plain RTSP, sends
-    nothing back to an OPTIONS request in that time: a hung camera. Any reply counts (one that wants credentials,
-    or closes the connection, is alive, and OpenCV decides); no credentials are sent here."""
+    """Raise SourceError if, within `timeout`, the camera does not accept a connection, complete a TLS handshake
+    (rtsps, https) or, for RTSP, send anything back to an OPTIONS request: a hung camera. Any reply counts (one
+    that wants credentials, or closes the connection, is alive, and OpenCV decides); no credentials are sent."""
     parts = urlsplit(url)
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((address, port), timeout=timeout) as connection:
-            if parts.scheme == "rtsp":
-                target = f"rtsp://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
+        with socket.create_connection((address, port), timeout=timeout) as raw:
+            connection = raw
+            if parts.scheme in ("rtsps", "https"):
+                raw.settimeout(max(0.01, deadline - time.monotonic()))
+                connection = _unverified_tls().wrap_socket(raw, server_hostname=parts.hostname)
+            if parts.scheme in ("rtsp", "rtsps"):
+                target = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
                 connection.sendall(f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode())
                 connection.settimeout(max(0.01, deadline - time.monotonic()))
                 connection.recv(64)
     except TimeoutError:
         raise SourceError(f"could not open the stream: the camera did not answer within {timeout:g} s") from None
-    except ConnectionResetError:
-        return  # it answered by closing: let OpenCV decide
+    except (ConnectionResetError, ssl.SSLError):
+        return  # it answered, by closing or with TLS OpenCV may still speak: let OpenCV decide
     except OSError as error:
         raise SourceError(f"could not open the stream: {error.strerror or type(error).__name__}") from None
 
