@@ -14,3 +14,11 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults so far (pages the process touched that were not resident), 0 when unavailable."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0

@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 import requests
 
-from bench.process import rss_bytes
+from bench.process import minor_faults, rss_bytes
 from edge_daemon.config import Settings
 from edge_daemon.images.decode import ImageSource, decode_image_bytes
 from edge_daemon.inference import InferenceParams, StageTimes
@@ -283,11 +283,14 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
             http_count, local_count = _count(over_http()), _count(in_process())  # loads and warms both
             over_lean_http()
             local, http, lean_http, decode, paired, engine = [], [], [], [], [], []
+            lean_faults = 0  # the daemon's page faults during the lean requests (buffers paged in anew)
             slices = max(4, int(args.seconds / 0.5))
             for _ in range(slices):  # interleaved: a slow second on the shared machine lands on both paths
                 mine, _ = timed_loop(in_process, args.seconds / slices, max(1, args.min_requests // slices))
                 theirs, _ = timed_loop(over_http, args.seconds / slices, max(1, args.min_requests // slices))
+                faults_before = minor_faults(daemon.process.pid)
                 lean_slice, _ = timed_loop(over_lean_http, args.seconds / slices, max(1, args.min_requests // slices))
+                lean_faults += minor_faults(daemon.process.pid) - faults_before
                 local += mine
                 http += theirs
                 lean_http += lean_slice
@@ -304,6 +307,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                          "in_process_p50_ms": round(in_p50, 2), "http_p50_ms": round(http_p50, 2),
                          "decode_p50_ms": round(decode_p50, 2), "http_over_in_process": round(http_p50 / in_p50, 3),
                          "lean_http_p50_ms": round(lean_p50, 2), "lean_http_over_in_process": round(lean_p50 / in_p50, 3),
+                         "daemon_faults_per_request": round(lean_faults / len(lean_http)),
                          "pipeline_p50_ms": round(statistics.median(engine) * 1000, 2),
                          "http_over_pipeline": round(http_p50 / (statistics.median(engine) * 1000), 3),
                          "median_slice_ratio": round(statistics.median(paired), 3),
@@ -326,8 +330,9 @@ def print_families(rows: list[dict], output: Path | None) -> None:
     print("HTTP: the `requests` client; lean HTTP: a bare keep-alive http.client connection, so the ratio is what "
           "the daemon and the loopback add without a client library's own cost\n")
     print("| fixture | model | decoder | preds | in-process p50 ms | lean HTTP p50 ms | lean HTTP / in-process | "
-          "HTTP p50 ms | HTTP / in-process | median of per-slice ratios | JPEG decode p50 ms | pipeline p50 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "HTTP p50 ms | HTTP / in-process | median of per-slice ratios | JPEG decode p50 ms | pipeline p50 ms | "
+          "daemon page faults / request |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         def mark(ratio: float) -> str:
             return f"{ratio}" if ratio <= 1.10 else f"{ratio} (over)"
@@ -335,7 +340,7 @@ def print_families(rows: list[dict], output: Path | None) -> None:
         print(f"| {row['family']} | {row['model']} | {row['family_decoder']} | {row['predictions']} | "
               f"{row['in_process_p50_ms']} | {row['lean_http_p50_ms']} | {mark(row['lean_http_over_in_process'])} | "
               f"{row['http_p50_ms']} | {mark(row['http_over_in_process'])} | {row['median_slice_ratio']} | "
-              f"{row['decode_p50_ms']} | {row['pipeline_p50_ms']} |")
+              f"{row['decode_p50_ms']} | {row['pipeline_p50_ms']} | {row['daemon_faults_per_request']} |")
 
 
 def main() -> int:

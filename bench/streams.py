@@ -95,7 +95,10 @@ def percentile(before: list[tuple[float, float]], after: list[tuple[float, float
     return lower
 
 
-def add_streams(url: str, camera: str, count: int, fps: float, prefix: str) -> list[str]:
+def add_streams(url: str, camera: str, count: int, fps: float, prefix: str) -> tuple[list[str], float]:
+    """Add `count` streams of `camera` and wait until all run: (their ids, seconds until then, which is every
+    camera opened; OpenCV opens one at a time per process)."""
+    started = time.monotonic()
     ids = []
     for index in range(count):
         stream_id = f"{prefix}{index}"
@@ -107,9 +110,10 @@ def add_streams(url: str, camera: str, count: int, fps: float, prefix: str) -> l
     while time.monotonic() < deadline:
         states = [requests.get(f"{url}/streams/{i}", timeout=10).json()["state"] for i in ids]
         if all(state == "running" for state in states):
-            return ids
+            return ids, time.monotonic() - started
         time.sleep(0.5)
     raise RuntimeError(f"streams did not all start: {states}")
+
 
 
 def remove_streams(url: str, ids: list[str]) -> None:
@@ -165,7 +169,7 @@ def main() -> int:
         baseline = cpu_seconds(pid)
         time.sleep(5)
         idle_cpu = (cpu_seconds(pid) - baseline) / 5
-        ids = add_streams(daemon.url, camera.url, 1, 0.01, "idle")
+        ids, _ = add_streams(daemon.url, camera.url, 1, 0.01, "idle")
         time.sleep(3)
         before, started = cpu_seconds(pid), time.monotonic()
         time.sleep(10)
@@ -175,22 +179,23 @@ def main() -> int:
               f"{100 * grabbing:.1f} % of one core (daemon idle: {100 * idle_cpu:.1f} %)")
 
         print(f"\ncapacity at {args.fps:g} fps per stream, 720p{args.camera_fps} H.264, shapes/1:\n")
-        print("| streams | inferences/s | target | age p50 ms | age p95 ms | daemon CPU cores | RSS MB |")
-        print("|---|---|---|---|---|---|---|")
+        print("| streams | all running after s | inferences/s | target | age p50 ms | age p95 ms | daemon CPU cores "
+              "| RSS MB |")
+        print("|---|---|---|---|---|---|---|---|")
         best = 0
         for count in (int(c) for c in args.counts.split(",")):
-            ids = add_streams(daemon.url, camera.url, count, args.fps, f"cap{count}-")
+            ids, start_s = add_streams(daemon.url, camera.url, count, args.fps, f"cap{count}-")
             row = measure(daemon.url, pid, args.seconds)
             remove_streams(daemon.url, ids)
             keeps_up = row["inferred_per_s"] >= 0.9 * count * args.fps and row["age_p95_ms"] < 400
             best = count if keeps_up else best
-            print(f"| {count} | {row['inferred_per_s']:.1f} | {count * args.fps:g} | {row['age_p50_ms']:.0f} | "
+            print(f"| {count} | {start_s:.1f} | {row['inferred_per_s']:.1f} | {count * args.fps:g} | {row['age_p50_ms']:.0f} | "
                   f"{row['age_p95_ms']:.0f} | {row['cpu_cores']:.2f} | {row['rss_mb']:.0f} |", flush=True)
         print(f"\nmost streams at {args.fps:g} fps with p95 frame age < 400 ms: {best}")
 
         # Side by side: bare session.run again just before (the CPU is shared, so the start-up figure drifts).
         bare = {batch: bare_throughput("shapes/1", args.seconds / 3, batch) for batch in (1, 4, 8)}
-        ids = add_streams(daemon.url, camera.url, args.saturation_streams, args.camera_fps, "sat")
+        ids, _ = add_streams(daemon.url, camera.url, args.saturation_streams, args.camera_fps, "sat")
         row = measure(daemon.url, pid, args.seconds)
         remove_streams(daemon.url, ids)
         burst_rss = rss_bytes(pid) / 2**20
@@ -201,7 +206,7 @@ def main() -> int:
               f"cores; RSS after the burst {burst_rss:.0f} MB")
 
         if args.soak > 0:
-            ids = add_streams(daemon.url, camera.url, 8, args.fps, "soak")
+            ids, _ = add_streams(daemon.url, camera.url, 8, args.fps, "soak")
             samples = []
             started = time.monotonic()
             while time.monotonic() - started < args.soak:
@@ -220,7 +225,7 @@ def main() -> int:
         # the same box): bare session.run while the same streams grab and infer almost nothing. The saturation
         # figure over this one is what serving costs beyond the decoding no setting can skip. It runs after the
         # soak, so the soak starts right after the burst as before (a third set of 8 decoders first raises RSS).
-        ids = add_streams(daemon.url, camera.url, 8, 0.01, "decode")
+        ids, _ = add_streams(daemon.url, camera.url, 8, 0.01, "decode")
         time.sleep(3)
         cam_before, decoding_started = cpu_seconds(camera.process.pid), time.monotonic()
         decoding = bare_throughput("shapes/1", args.seconds / 3, 1)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import requests
 
+from bench.process import minor_faults
 from edge_daemon.engines.arena_trim import ArenaTrimPolicy
 from edge_daemon.errors import ServiceUnavailable
 from edge_daemon.heap import HeapKeeper
@@ -115,10 +116,6 @@ def test_heap_keeper_caps_arenas_and_trims_on_glibc():
     assert result["trims"] >= 2
 
 
-def _minor_faults(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
 def test_a_request_does_not_page_fault_its_buffers_in_anew(tmp_path):
     """The daemon's heap keeper trims free memory every period, so free() must not: with glibc's own thresholds
     the capped arenas gave each request's buffers back at its end and faulted them in again at the next (about
@@ -141,10 +138,10 @@ def test_a_request_does_not_page_fault_its_buffers_in_anew(tmp_path):
 
             for index in range(30):  # warm: model loaded, arenas and pools at their working size
                 post(index)
-            before = _minor_faults(daemon.process.pid)
+            before = minor_faults(daemon.process.pid)
             for index in range(60):
                 post(index)
-            per_request = (_minor_faults(daemon.process.pid) - before) / 60
+            per_request = (minor_faults(daemon.process.pid) - before) / 60
     finally:
         daemon.stop()
     assert per_request < 60, f"{per_request:.0f} page faults per request"
