@@ -82,16 +82,16 @@ class OpenContext:
 
 @dataclass
 class OpenTurn:
-    """One open attempt's place in the queue of FFmpeg opens: when it joined, when its open began (None while it
-    waits for other cameras' opens), and `cancelled`, set by whoever gave up on it."""
+    """One open attempt's place in the queue of FFmpeg opens: whether it joined, when its open began (None while
+    it waits for other cameras' opens), and `cancelled`, set by whoever gave up on it."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
-    queued_at: float | None = None
+    queued: bool = False
     started_at: float | None = None
 
     @property
     def waiting(self) -> bool:
-        return self.queued_at is not None and self.started_at is None
+        return self.queued and self.started_at is None
 
 
 _FFMPEG_OPENS = threading.Lock()
@@ -240,7 +240,7 @@ def _ffmpeg(url: str, context: OpenContext, decoder_threads: int, turn: OpenTurn
         # OpenCV's default is a decoder thread per core, each with its own frame buffers: about 12 MB more
         # RSS per 720p H.264 stream on two cores, and more on bigger boxes, for rates a camera never needs.
         params += [cv2.CAP_PROP_N_THREADS, decoder_threads]
-    turn.queued_at = time.monotonic()
+    turn.queued = True
     with _FFMPEG_OPENS:
         if turn.cancelled.is_set():
             raise SourceError("gave up before its turn to open came (other cameras were opening)")
