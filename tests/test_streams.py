@@ -199,7 +199,8 @@ def test_rtsp_stream_publishes_detections_over_mqtt_and_survives_faults(streams_
 
 def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, picture):
     """OpenCV's FFmpeg backend opens one capture at a time per process. A camera that accepts the connection and
-    then says nothing (hung; here a SIGSTOPped RTSP server, and an rtsps port that never starts TLS) held that turn
+    then says nothing (hung; here a SIGSTOPped RTSP server, an rtsps port that never starts TLS and an MJPEG
+    port that never answers HTTP) held that turn
     for its whole open timeout, and FFmpeg's probe held it
     5.2 s for each 5 fps camera, so three such cameras took 16 s to start behind it instead of about 3."""
     reason = rtsp_unavailable()
@@ -208,6 +209,7 @@ def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, pi
     hung = RtspCamera(picture).start()
     slow = RtspCamera(picture, fps=5).start()
     silent_tls = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers, not even TLS
+    silent_http = socket.create_server(("127.0.0.1", 0))  # a wedged camera web server: accepts, never answers
     url = streams_daemon.url
     try:
         hung.freeze()
@@ -216,6 +218,9 @@ def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, pi
         tls_source = f"rtsps://127.0.0.1:{silent_tls.getsockname()[1]}/live"
         assert requests.post(url + "/streams", json={"id": "hung-tls", "source": tls_source, "model_id": "shapes/1",
                                                      "open_timeout": 10, "max_fps": 1}).status_code == 201
+        mjpeg_source = f"http://127.0.0.1:{silent_http.getsockname()[1]}/video.mjpg"
+        assert requests.post(url + "/streams", json={"id": "hung-http", "source": mjpeg_source, "model_id": "shapes/1",
+                                                     "open_timeout": 10, "max_fps": 1}).status_code == 201
         time.sleep(0.5)  # their opens are under way
         added = time.monotonic()
         for index in range(3):
@@ -223,13 +228,14 @@ def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, pi
                                                          "model_id": "shapes/1", "max_fps": 1}).status_code == 201
         wait_for(lambda: all(stream_state(url, f"slow{i}")["state"] == "running" for i in range(3)), 8)
         print(f"three 5 fps cameras running {time.monotonic() - added:.1f} s after they were added")
-        for stream_id in ("hung", "hung-tls"):
+        for stream_id in ("hung", "hung-tls", "hung-http"):
             hung_state = wait_for(lambda i=stream_id: (s := stream_state(url, i))["last_error"] and s, 12)
             assert hung_state["state"] == "reconnecting" and "did not answer within 10 s" in hung_state["last_error"]
     finally:
         hung.stop()
         slow.stop()
         silent_tls.close()
+        silent_http.close()
 
 
 def test_quick_probe_options_keep_what_the_operator_set():

@@ -208,10 +208,24 @@ def _unverified_tls() -> ssl.SSLContext:
     return context
 
 
+def _liveness_request(url: str) -> bytes:
+    """What asks the camera to say anything at all: RTSP `OPTIONS`, or an HTTP `HEAD` (no body, so even a camera
+    that serves one client at a time is free again at once). The path only: no user info, no query string (cheap
+    cameras carry their password there), no credentials."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    if parts.scheme in ("rtsp", "rtsps"):
+        return f"OPTIONS {parts.scheme}://{host}{parts.path or '/'} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode()
+    return (f"HEAD {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-daemon\r\n"
+            "Connection: close\r\n\r\n").encode()
+
+
 def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
     """Raise SourceError if, within `timeout`, the camera does not accept a connection, complete a TLS handshake
-    (rtsps, https) or, for RTSP, send anything back to an OPTIONS request: a hung camera. Any reply counts (one
-    that wants credentials, or closes the connection, is alive, and OpenCV decides); no credentials are sent."""
+    (rtsps, https) or send anything back to an RTSP OPTIONS or HTTP HEAD request: a hung camera, which would
+    otherwise hold the one-at-a-time FFmpeg open for its whole timeout. Any reply counts (one that wants
+    credentials, says 404 or 405, or closes the connection, is alive, and OpenCV decides); no credentials are
+    sent."""
     parts = urlsplit(url)
     deadline = time.monotonic() + timeout
     try:
@@ -220,11 +234,10 @@ def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
             if parts.scheme in ("rtsps", "https"):
                 raw.settimeout(max(0.01, deadline - time.monotonic()))
                 connection = _unverified_tls().wrap_socket(raw, server_hostname=parts.hostname)
-            if parts.scheme in ("rtsp", "rtsps"):
-                target = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}"
-                connection.sendall(f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge-daemon\r\n\r\n".encode())
-                connection.settimeout(max(0.01, deadline - time.monotonic()))
-                connection.recv(64)
+            connection.settimeout(max(0.01, deadline - time.monotonic()))
+            connection.sendall(_liveness_request(url))
+            connection.settimeout(max(0.01, deadline - time.monotonic()))
+            connection.recv(64)
     except TimeoutError:
         raise SourceError(f"could not open the stream: the camera did not answer within {timeout:g} s") from None
     except (ConnectionResetError, ssl.SSLError):
