@@ -13,7 +13,9 @@ Prints one JSON line per configuration and a Markdown table. Bounded: each confi
 process) over in-process p50, the paths interleaved in short slices so drift on a shared machine hits both.
 In-process is the daemon's whole work for that request without HTTP: `InferenceService.infer` on the same
 JPEG bytes (decode, preprocess, run, postprocess) plus the orjson encoding of its answer, so the ratio is what
-HTTP adds. Target: <= 1.10. The engine pipeline alone (`LoadedModel.infer` on the decoded image, no JPEG
+HTTP adds. Target: <= 1.10. Beside it, the transport floor: a bare WSGI app on waitress answering the same
+bytes, timed right after a daemon request, and (in-process + floor) / in-process, the ratio no server on
+waitress could beat on this box. The engine pipeline alone (`LoadedModel.infer` on the decoded image, no JPEG
 decode and no JSON) is reported beside it.
 """
 
@@ -98,6 +100,38 @@ def timed_loop(call, seconds: float, min_requests: int, concurrency: int = 1) ->
     for thread in threads:
         thread.join()
     return latencies, time.perf_counter() - started
+
+
+class TransportFloor:
+    """The least any WSGI app on waitress can add: a bare app (no falcon, no daemon) on a loopback waitress with
+    the daemon's receive size, that reads the same request body and answers the daemon's own answer bytes.
+    Measured right after a daemon request (`after`), as a real request is: the inference just run has evicted
+    the server's and the client's code and data from the CPU caches, which roughly doubles this figure here."""
+
+    def __init__(self) -> None:
+        from waitress.server import create_server
+
+        self.answer = b"{}"
+        self.server = create_server(self._app, host="127.0.0.1", port=0, threads=4, recv_bytes=65536,
+                                    max_request_body_size=64 * 1024 * 1024)
+        threading.Thread(target=self.server.run, daemon=True).start()
+        self.connection = HTTPConnection("127.0.0.1", int(self.server.effective_port), timeout=60)
+
+    def _app(self, environ: dict, start_response) -> list[bytes]:
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(self.answer)))])
+        return [self.answer]
+
+    def after(self, request, body: bytes, count: int) -> list[float]:
+        """Round trips of the floor app, each one right after a `request()` to the daemon."""
+        latencies = []
+        for _ in range(count):
+            request()
+            started = time.perf_counter()
+            self.connection.request("POST", "/", body=body, headers={"Content-Type": "image/jpeg"})
+            self.connection.getresponse().read()
+            latencies.append(time.perf_counter() - started)
+        return latencies
 
 
 def fall_detection_store() -> str:
@@ -239,6 +273,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
     daemon = DaemonProcess(["--models-dir", models_dir, "--cache-dir", cache, "--api-url", "", "--ort-threads",
                             str(args.threads), "--max-active-models", str(len(ids) + 1), *args.daemon_args])
     daemon.wait_ready(60)
+    floor = TransportFloor()
     rows: list[dict] = []
     try:
         session = requests.Session()
@@ -261,13 +296,16 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
 
             target_path = f"/{model_id}?{urlencode(query)}"
 
-            def over_lean_http(path: str = target_path) -> dict:
+            def lean_bytes(path: str = target_path) -> bytes:
                 lean.request("POST", path, body=jpeg, headers={"Content-Type": "image/jpeg"})
                 response = lean.getresponse()
                 body = response.read()
                 if response.status != 200:
                     raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
-                return orjson.loads(body)
+                return body
+
+            def over_lean_http() -> dict:
+                return orjson.loads(lean_bytes())
 
             def pipeline(model=model, image=image, params=params) -> dict:
                 return model.infer([image], params)[0]
@@ -281,8 +319,8 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                 decode_image_bytes(jpeg, target=target)
 
             http_count, local_count = _count(over_http()), _count(in_process())  # loads and warms both
-            over_lean_http()
-            local, http, lean_http, decode, paired, engine = [], [], [], [], [], []
+            floor.answer = lean_bytes()
+            local, http, lean_http, decode, paired, engine, floors = [], [], [], [], [], [], []
             lean_faults = 0  # the daemon's page faults during the lean requests (buffers paged in anew)
             slices = max(4, int(args.seconds / 0.5))
             for _ in range(slices):  # interleaved: a slow second on the shared machine lands on both paths
@@ -299,7 +337,9 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                 decode += latencies
                 latencies, _ = timed_loop(pipeline, 0.1, 3)
                 engine += latencies
+                floors += floor.after(lean_bytes, jpeg, 5)
             in_p50, http_p50 = statistics.median(local) * 1000, statistics.median(http) * 1000
+            floor_p50 = statistics.median(floors) * 1000
             lean_p50 = statistics.median(lean_http) * 1000
             decode_p50 = statistics.median(decode) * 1000
             rows.append({"family": name, "model": model_id, "family_decoder": model.family.name, "task": model.task,
@@ -308,6 +348,8 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                          "decode_p50_ms": round(decode_p50, 2), "http_over_in_process": round(http_p50 / in_p50, 3),
                          "lean_http_p50_ms": round(lean_p50, 2), "lean_http_over_in_process": round(lean_p50 / in_p50, 3),
                          "daemon_faults_per_request": round(lean_faults / len(lean_http)),
+                         "transport_floor_ms": round(floor_p50, 2),
+                         "floor_over_in_process": round((in_p50 + floor_p50) / in_p50, 3),
                          "pipeline_p50_ms": round(statistics.median(engine) * 1000, 2),
                          "http_over_pipeline": round(http_p50 / (statistics.median(engine) * 1000), 3),
                          "median_slice_ratio": round(statistics.median(paired), 3),
@@ -315,6 +357,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                          "ort_threads": args.threads, "cpus": os.cpu_count()})
     finally:
         daemon.stop()
+        floor.server.close()
     return rows
 
 
@@ -328,11 +371,13 @@ def print_families(rows: list[dict], output: Path | None) -> None:
     print(f"\n{os.cpu_count()} CPUs, ORT threads {rows[0]['ort_threads'] if rows else '?'}; grace_hopper.jpg 512x600; "
           "concurrency 1; both paths interleaved in one run. Target HTTP / in-process <= 1.10\n")
     print("HTTP: the `requests` client; lean HTTP: a bare keep-alive http.client connection, so the ratio is what "
-          "the daemon and the loopback add without a client library's own cost\n")
+          "the daemon and the loopback add without a client library's own cost. Transport floor: the round trip of "
+          "a bare WSGI app on waitress answering the same bytes, right after a daemon request; floor ratio: "
+          "(in-process + floor) / in-process, the best any server on waitress could show on this box\n")
     print("| fixture | model | decoder | preds | in-process p50 ms | lean HTTP p50 ms | lean HTTP / in-process | "
           "HTTP p50 ms | HTTP / in-process | median of per-slice ratios | JPEG decode p50 ms | pipeline p50 ms | "
-          "daemon page faults / request |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "daemon page faults / request | transport floor ms | floor ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         def mark(ratio: float) -> str:
             return f"{ratio}" if ratio <= 1.10 else f"{ratio} (over)"
@@ -340,7 +385,8 @@ def print_families(rows: list[dict], output: Path | None) -> None:
         print(f"| {row['family']} | {row['model']} | {row['family_decoder']} | {row['predictions']} | "
               f"{row['in_process_p50_ms']} | {row['lean_http_p50_ms']} | {mark(row['lean_http_over_in_process'])} | "
               f"{row['http_p50_ms']} | {mark(row['http_over_in_process'])} | {row['median_slice_ratio']} | "
-              f"{row['decode_p50_ms']} | {row['pipeline_p50_ms']} | {row['daemon_faults_per_request']} |")
+              f"{row['decode_p50_ms']} | {row['pipeline_p50_ms']} | {row['daemon_faults_per_request']} | "
+              f"{row['transport_floor_ms']} | {mark(row['floor_over_in_process'])} |")
 
 
 def main() -> int:

@@ -5,8 +5,9 @@ scene of shapes) and a daemon subprocess:
 2. capacity: N streams at --fps each: achieved inferences/s and frame age at inference (p95, from the daemon's
    own histogram), for growing N; the largest N that keeps up with p95 < 400 ms is the answer;
 3. saturation: --saturation-streams streams asking the camera's whole rate (more than the CPU can do): stream
-   throughput vs bare session.run, and vs bare session.run while 8 streams only grab (what decoding, and the
-   test camera, leave of the CPU). With `--camera-fps 5` (cameras set to 5 fps, as Frigate advises for
+   throughput vs bare session.run, vs a minimal pipeline without a server (OpenCV readers + session.run on the
+   freshest frames: the ceiling of any stream server on the box), and vs bare session.run while 8 streams only
+   grab (what decoding, and the test camera, leave of the CPU). With `--camera-fps 5` (cameras set to 5 fps, as Frigate advises for
    detection) give enough streams to ask more than the CPU can do, e.g. `--counts 8,16,24,32 --saturation-streams 40`;
 4. grabbing cost: daemon CPU per idle 720p30 stream (grabbing and decoding, no inference);
 5. memory: daemon RSS with 8 streams, sampled over --soak seconds, starting right after the saturation burst
@@ -25,6 +26,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +59,81 @@ def bare_throughput(model_id: str, seconds: float, batch: int) -> float:
         session.run(None, {name: tensor})
         done += batch
     return done / (time.perf_counter() - started)
+
+
+class MinimalPipeline:
+    """The ceiling of any stream server on this box: `streams` OpenCV readers of the camera (every frame grabbed,
+    only wanted ones converted and letterboxed to the network input, as the daemon's readers do) and two threads
+    of `session.run` (the daemon's two engine slots, its session options) on the freshest frames, round robin.
+    No HTTP, no batching, no postprocessing, no metrics: the decoding, conversion and inference no server can skip.
+    """
+
+    def __init__(self, camera_url: str, streams: int, model_id: str = "shapes/1"):
+        import onnxruntime as ort
+
+        import edge_daemon.streams.sources  # noqa: F401 (sets the daemon's FFmpeg probe options, as it opens)
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # the daemon's default
+        self.session = ort.InferenceSession(str(MODEL_ROOT / model_id / "weights.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        shape = self.session.get_inputs()[0].shape
+        self.input_name, self.size = self.session.get_inputs()[0].name, (int(shape[3]), int(shape[2]))
+        self.stop = threading.Event()
+        self.inferred = 0
+        self._lock = threading.Lock()
+        self._latest: list[np.ndarray | None] = [None] * streams
+        self._captures = [cv2.VideoCapture(camera_url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+                          for _ in range(streams)]
+        self._threads = [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(streams)]
+        self._threads += [threading.Thread(target=self._infer, args=(i,), daemon=True) for i in range(2)]
+
+    def _letterbox(self, frame: np.ndarray) -> np.ndarray:
+        width, height = self.size
+        scale = min(width / frame.shape[1], height / frame.shape[0])
+        new_w, new_h = int(frame.shape[1] * scale), int(frame.shape[0] * scale)
+        canvas = np.full((height, width, 3), 114, dtype=np.uint8)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        canvas[top:top + new_h, left:left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        return (canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+
+    def _read(self, index: int) -> None:
+        capture = self._captures[index]
+        while not self.stop.is_set() and capture.grab():
+            if self._latest[index] is None:  # wanted: the last one was taken (or none yet)
+                ok, frame = capture.retrieve()
+                if ok:
+                    tensor = self._letterbox(frame)
+                    with self._lock:
+                        self._latest[index] = tensor
+        capture.release()
+
+    def _infer(self, start: int) -> None:
+        index = start
+        while not self.stop.is_set():
+            index = (index + 1) % len(self._latest)
+            with self._lock:
+                tensor, self._latest[index] = self._latest[index], None
+            if tensor is None:
+                time.sleep(0.0005)
+                continue
+            self.session.run(None, {self.input_name: tensor})
+            with self._lock:
+                self.inferred += 1
+
+    def measure(self, seconds: float) -> float:
+        """Inferences per second over `seconds`, after a warm-up; then everything stops."""
+        for thread in self._threads:
+            thread.start()
+        try:
+            time.sleep(3)
+            before, started = self.inferred, time.monotonic()
+            time.sleep(seconds)
+            return (self.inferred - before) / (time.monotonic() - started)
+        finally:
+            self.stop.set()
+            for thread in self._threads:
+                thread.join(timeout=10)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,6 +272,7 @@ def main() -> int:
 
         # Side by side: bare session.run again just before (the CPU is shared, so the start-up figure drifts).
         bare = {batch: bare_throughput("shapes/1", args.seconds / 3, batch) for batch in (1, 4, 8)}
+        minimal = MinimalPipeline(camera.url, args.saturation_streams).measure(args.seconds)
         ids, _ = add_streams(daemon.url, camera.url, args.saturation_streams, args.camera_fps, "sat")
         row = measure(daemon.url, pid, args.seconds)
         remove_streams(daemon.url, ids)
@@ -204,6 +282,10 @@ def main() -> int:
         print(f"\nsaturation ({args.saturation_streams} streams asking {args.camera_fps} fps): {row['inferred_per_s']:.1f} inferences/s = {ratios} of bare "
               f"session.run just before; age p95 {row['age_p95_ms']:.0f} ms; daemon CPU {row['cpu_cores']:.2f} "
               f"cores; RSS after the burst {burst_rss:.0f} MB")
+        print(f"minimal pipeline, no server ({args.saturation_streams} OpenCV readers + 2 threads of session.run on "
+              f"the freshest frames, same camera, just before): {minimal:.1f}/s = {100 * minimal / bare[1]:.0f} % of bare "
+              f"batch 1: the ceiling on this box; the daemon's saturation = {100 * row['inferred_per_s'] / minimal:.0f} % "
+              f"of it")
 
         if args.soak > 0:
             ids, _ = add_streams(daemon.url, camera.url, 8, args.fps, "soak")
