@@ -15,7 +15,8 @@ In-process is the daemon's whole work for that request without HTTP: `InferenceS
 JPEG bytes (decode, preprocess, run, postprocess) plus the orjson encoding of its answer, so the ratio is what
 HTTP adds. Target: <= 1.10. Beside it, the transport floor: a bare WSGI app on waitress answering the same
 bytes, timed right after a daemon request, and (in-process + floor) / in-process, the ratio no server on
-waitress could beat on this box. The engine pipeline alone (`LoadedModel.infer` on the decoded image, no JPEG
+waitress could beat on this box; and the same for a raw socket that only reads the request and writes the
+answer, the ratio no HTTP server at all could beat. The engine pipeline alone (`LoadedModel.infer` on the decoded image, no JPEG
 decode and no JSON) is reported beside it.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -105,8 +107,10 @@ def timed_loop(call, seconds: float, min_requests: int, concurrency: int = 1) ->
 class TransportFloor:
     """The least any WSGI app on waitress can add: a bare app (no falcon, no daemon) on a loopback waitress with
     the daemon's receive size, that reads the same request body and answers the daemon's own answer bytes.
-    Measured right after a daemon request (`after`), as a real request is: the inference just run has evicted
-    the server's and the client's code and data from the CPU caches, which roughly doubles this figure here."""
+    Beside it, the least any HTTP server can add: a raw socket that reads the request and writes the same
+    answer, no parsing beyond Content-Length. Measured right after a daemon request (`after`), as a real request
+    is: the inference just run has evicted the server's and the client's code and data from the CPU caches,
+    which roughly doubles these figures here."""
 
     def __init__(self) -> None:
         from waitress.server import create_server
@@ -116,20 +120,43 @@ class TransportFloor:
                                     max_request_body_size=64 * 1024 * 1024)
         threading.Thread(target=self.server.run, daemon=True).start()
         self.connection = HTTPConnection("127.0.0.1", int(self.server.effective_port), timeout=60)
+        self.raw_listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._raw, daemon=True).start()
+        self.raw_connection = HTTPConnection("127.0.0.1", self.raw_listener.getsockname()[1], timeout=60)
+
+    def _raw(self) -> None:
+        connection, _ = self.raw_listener.accept()
+        pending = b""
+        with connection:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, rest = pending.partition(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                while len(rest) < length:
+                    rest += connection.recv(65536)
+                pending = rest[length:]
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                   % len(self.answer) + self.answer)
 
     def _app(self, environ: dict, start_response) -> list[bytes]:
         environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(self.answer)))])
         return [self.answer]
 
-    def after(self, request, body: bytes, count: int) -> list[float]:
-        """Round trips of the floor app, each one right after a `request()` to the daemon."""
+    def after(self, request, body: bytes, count: int, raw: bool = False) -> list[float]:
+        """Round trips of the floor app (or the raw socket), each one right after a `request()` to the daemon."""
+        connection = self.raw_connection if raw else self.connection
         latencies = []
         for _ in range(count):
             request()
             started = time.perf_counter()
-            self.connection.request("POST", "/", body=body, headers={"Content-Type": "image/jpeg"})
-            self.connection.getresponse().read()
+            connection.request("POST", "/", body=body, headers={"Content-Type": "image/jpeg"})
+            connection.getresponse().read()
             latencies.append(time.perf_counter() - started)
         return latencies
 
@@ -320,7 +347,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
 
             http_count, local_count = _count(over_http()), _count(in_process())  # loads and warms both
             floor.answer = lean_bytes()
-            local, http, lean_http, decode, paired, engine, floors = [], [], [], [], [], [], []
+            local, http, lean_http, decode, paired, engine, floors, raw_floors = [], [], [], [], [], [], [], []
             lean_faults = 0  # the daemon's page faults during the lean requests (buffers paged in anew)
             slices = max(4, int(args.seconds / 0.5))
             for _ in range(slices):  # interleaved: a slow second on the shared machine lands on both paths
@@ -338,8 +365,9 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                 latencies, _ = timed_loop(pipeline, 0.1, 3)
                 engine += latencies
                 floors += floor.after(lean_bytes, jpeg, 5)
+                raw_floors += floor.after(lean_bytes, jpeg, 5, raw=True)
             in_p50, http_p50 = statistics.median(local) * 1000, statistics.median(http) * 1000
-            floor_p50 = statistics.median(floors) * 1000
+            floor_p50, raw_p50 = statistics.median(floors) * 1000, statistics.median(raw_floors) * 1000
             lean_p50 = statistics.median(lean_http) * 1000
             decode_p50 = statistics.median(decode) * 1000
             rows.append({"family": name, "model": model_id, "family_decoder": model.family.name, "task": model.task,
@@ -350,6 +378,8 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
                          "daemon_faults_per_request": round(lean_faults / len(lean_http)),
                          "transport_floor_ms": round(floor_p50, 2),
                          "floor_over_in_process": round((in_p50 + floor_p50) / in_p50, 3),
+                         "raw_socket_floor_ms": round(raw_p50, 2),
+                         "raw_floor_over_in_process": round((in_p50 + raw_p50) / in_p50, 3),
                          "pipeline_p50_ms": round(statistics.median(engine) * 1000, 2),
                          "http_over_pipeline": round(http_p50 / (statistics.median(engine) * 1000), 3),
                          "median_slice_ratio": round(statistics.median(paired), 3),
@@ -358,6 +388,7 @@ def bench_families(args: argparse.Namespace) -> list[dict]:
     finally:
         daemon.stop()
         floor.server.close()
+        floor.raw_listener.close()
     return rows
 
 
@@ -373,11 +404,12 @@ def print_families(rows: list[dict], output: Path | None) -> None:
     print("HTTP: the `requests` client; lean HTTP: a bare keep-alive http.client connection, so the ratio is what "
           "the daemon and the loopback add without a client library's own cost. Transport floor: the round trip of "
           "a bare WSGI app on waitress answering the same bytes, right after a daemon request; floor ratio: "
-          "(in-process + floor) / in-process, the best any server on waitress could show on this box\n")
+          "(in-process + floor) / in-process, the best any server on waitress could show on this box; raw-socket "
+          "floor: the same for a socket that only reads the request and writes the answer\n")
     print("| fixture | model | decoder | preds | in-process p50 ms | lean HTTP p50 ms | lean HTTP / in-process | "
           "HTTP p50 ms | HTTP / in-process | median of per-slice ratios | JPEG decode p50 ms | pipeline p50 ms | "
-          "daemon page faults / request | transport floor ms | floor ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "daemon page faults / request | transport floor ms | floor ratio | raw-socket floor ms | raw floor ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         def mark(ratio: float) -> str:
             return f"{ratio}" if ratio <= 1.10 else f"{ratio} (over)"
@@ -386,7 +418,8 @@ def print_families(rows: list[dict], output: Path | None) -> None:
               f"{row['in_process_p50_ms']} | {row['lean_http_p50_ms']} | {mark(row['lean_http_over_in_process'])} | "
               f"{row['http_p50_ms']} | {mark(row['http_over_in_process'])} | {row['median_slice_ratio']} | "
               f"{row['decode_p50_ms']} | {row['pipeline_p50_ms']} | {row['daemon_faults_per_request']} | "
-              f"{row['transport_floor_ms']} | {mark(row['floor_over_in_process'])} |")
+              f"{row['transport_floor_ms']} | {mark(row['floor_over_in_process'])} | {row['raw_socket_floor_ms']} | "
+              f"{mark(row['raw_floor_over_in_process'])} |")
 
 
 def main() -> int:
