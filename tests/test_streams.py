@@ -238,6 +238,59 @@ def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, pi
         silent_http.close()
 
 
+def _recording_camera(reply: bytes) -> tuple[socket.socket, list[bytes]]:
+    """A listener that records each request it is sent, answers `reply` and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                received.append(data)
+                connection.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, received
+
+
+def test_the_pre_open_check_sends_no_credentials_and_takes_any_reply():
+    """Before its open turn a camera must answer an RTSP OPTIONS or HTTP HEAD. That request carries neither
+    the URL's user info nor its query string (cheap cameras put the password there), and a 401 is an answer."""
+    from edge_daemon.streams.sources import SourceError, _camera_answers
+
+    http_camera, http_seen = _recording_camera(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+    rtsp_camera, rtsp_seen = _recording_camera(b"RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\n\r\n")
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        http_port, rtsp_port = http_camera.getsockname()[1], rtsp_camera.getsockname()[1]
+        _camera_answers(f"http://admin:s3cret@127.0.0.1:{http_port}/video.mjpg?user=admin&pwd=s3cret",
+                        "127.0.0.1", http_port, 5)
+        _camera_answers(f"rtsp://admin:s3cret@127.0.0.1:{rtsp_port}/live?token=s3cret", "127.0.0.1", rtsp_port, 5)
+        assert http_seen[0].startswith(b"HEAD /video.mjpg HTTP/1.1\r\n")
+        assert rtsp_seen[0].startswith(f"OPTIONS rtsp://127.0.0.1:{rtsp_port}/live RTSP/1.0\r\n".encode())
+        for request in http_seen + rtsp_seen:
+            assert b"s3cret" not in request and b"admin" not in request and b"Authorization" not in request
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="did not answer within 1 s"):
+            _camera_answers(f"http://127.0.0.1:{silent.getsockname()[1]}/video.mjpg", "127.0.0.1",
+                            silent.getsockname()[1], 1)
+        assert time.monotonic() - started < 2
+    finally:
+        http_camera.close()
+        rtsp_camera.close()
+        silent.close()
+
+
 def test_quick_probe_options_keep_what_the_operator_set():
     from edge_daemon.streams.sources import FFMPEG_OPTIONS_VARIABLE, add_quick_probe_options
 
