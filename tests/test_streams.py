@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import socket
 import threading
 import time
@@ -513,7 +514,10 @@ def test_cli_streams_add_list_rm_and_test(streams_daemon, scene, tmp_path):
         added = cli("add", "shed", camera.url.replace("http://", "http://user:pw-secret@") + "/mjpeg", *daemon)
         assert added.returncode == 0, added.stderr
         assert "pw-secret" not in added.stdout
-        wait_for(lambda: stream_state(streams_daemon.url, "shed")["frames"]["inferred"] >= 1, 15)
+        wait_for(lambda: stream_state(streams_daemon.url, "shed")["frames"]["read"] >= 20, 15)
+        info = stream_state(streams_daemon.url, "shed")["source_info"]
+        assert info["fps"] == 25.0  # FFmpeg's guess for MJPEG over HTTP: why the measured rate is reported too
+        assert 0.7 * camera.fps <= info["measured_fps"] <= 1.3 * camera.fps, info
         listing = cli("list", *daemon)
         assert listing.returncode == 0 and "shed" in listing.stdout and "running" in listing.stdout
         assert "pw-secret" not in listing.stdout
@@ -524,6 +528,8 @@ def test_cli_streams_add_list_rm_and_test(streams_daemon, scene, tmp_path):
         tested = cli("test", camera.url + "/mjpeg", "--cache-dir", str(tmp_path / "cache"), "--ort-threads", "1")
         assert tested.returncode == 0, tested.stderr
         assert "640x360" in tested.stderr and "mjpeg" in tested.stderr.lower()
+        measured = float(re.search(r"([0-9.]+) fps measured", tested.stderr).group(1))
+        assert 0.7 * camera.fps <= measured <= 1.3 * camera.fps, tested.stderr
         assert sorted(p["class"] for p in json.loads(tested.stdout)["predictions"]) == scene[1]
         missing = cli("test", "rtsp://127.0.0.1:9/none", "--timeout", "2")
         assert missing.returncode == 1 and "could not open" in missing.stderr

@@ -58,6 +58,23 @@ def remove_stream(url: str, key: str | None, stream_id: str) -> int:
     return 0
 
 
+def measure_fps(capture: Any, seconds: float = 2.0, most: int = 40) -> float | None:
+    """Frames per second as they arrive, from the median gap between frames over up to `seconds`; None with fewer
+    than three gaps. The container's figure is a guess for MJPEG over HTTP (FFmpeg says 25 whatever comes), and
+    the median ignores the burst FFmpeg buffered while probing the stream."""
+    gaps: list[float] = []
+    last = time.monotonic()
+    deadline = last + seconds
+    while time.monotonic() < deadline and len(gaps) < most and capture.grab():
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    if len(gaps) < 3:
+        return None
+    median = sorted(gaps)[len(gaps) // 2]
+    return 1.0 / median if median > 0 else None
+
+
 def test_camera(settings: Settings, source: str, model_id: str, timeout: float) -> int:
     """Open `source`, print resolution/fps/codec, run one inference, print its JSON."""
     from edge_daemon.images.url_fetch import UrlPolicy
@@ -74,18 +91,19 @@ def test_camera(settings: Settings, source: str, model_id: str, timeout: float) 
     try:
         capture = open_source(config, context)
         frame = read_frame(capture)
+        opened = time.monotonic() - started
+        measured = measure_fps(capture) if frame is not None and config.kind != "snapshot" else None
     except SourceError as error:
         print(f"edge-daemon: {mask_url(source)}: {error}", file=sys.stderr)
         return 1
-    opened = time.monotonic() - started
     info = capture.info()
     capture.close()
     if frame is None:
         print(f"edge-daemon: {mask_url(source)}: opened but no frame arrived", file=sys.stderr)
         return 1
-    print(f"{mask_url(source)}: {frame.shape[1]}x{frame.shape[0]}, {info.get('fps') or '?'} fps, "
-          f"codec {info.get('codec') or '?'} ({info.get('backend')}), first frame after {opened:.2f} s",
-          file=sys.stderr)
+    rate = f"{info.get('fps') or '?'} fps declared, {f'{measured:.1f}' if measured else '?'} fps measured"
+    print(f"{mask_url(source)}: {frame.shape[1]}x{frame.shape[0]}, {rate}, codec {info.get('codec') or '?'} "
+          f"({info.get('backend')}), first frame after {opened:.2f} s", file=sys.stderr)
     result = InferenceService(settings).infer_pixels(ModelId.parse(model_id), [frame], InferenceParams())
     print(json.dumps(result.responses[0], indent=2))
     return 0

@@ -37,6 +37,7 @@ log = logging.getLogger("edge_daemon.streams")
 FATAL_STATUSES = (401, 403, 404, 422)
 # Whole frames are kept this long after a picture of the stream was last asked for.
 PIXELS_KEPT_SECONDS = 30.0
+MEASURED_AFTER_FRAMES = 10  # frames read before the frame-gap average (which starts at a guess) is reported
 
 
 def iso_time(epoch: float) -> str:
@@ -139,6 +140,10 @@ class Stream:
                 "reconnects": status.reconnects,
                 "source_info": dict(status.source_info),
             }
+            interval = self.slot.frame_interval
+            if status.state == "running" and status.frames_read >= MEASURED_AFTER_FRAMES and interval > 0:
+                # As frames arrive: the container's `fps` is a guess for MJPEG over HTTP (FFmpeg says 25).
+                described["source_info"]["measured_fps"] = round(1.0 / interval, 1)
         described["origin"] = self.origin
         return described
 
