@@ -516,7 +516,6 @@ def test_cli_streams_add_list_rm_and_test(streams_daemon, scene, tmp_path):
         assert "pw-secret" not in added.stdout
         wait_for(lambda: stream_state(streams_daemon.url, "shed")["frames"]["read"] >= 20, 15)
         info = stream_state(streams_daemon.url, "shed")["source_info"]
-        assert info["fps"] == 25.0  # FFmpeg's guess for MJPEG over HTTP: why the measured rate is reported too
         assert 0.7 * camera.fps <= info["measured_fps"] <= 1.3 * camera.fps, info
         listing = cli("list", *daemon)
         assert listing.returncode == 0 and "shed" in listing.stdout and "running" in listing.stdout
