@@ -6,9 +6,8 @@ than asked (OpenCV does), which is why the grabber also has a watchdog; see grab
 
 OpenCV's FFmpeg backend opens one capture at a time in a process (a global lock around the whole open), so an
 open here is kept short and a camera that cannot answer never takes its turn:
-- an RTSP(S) camera must answer an OPTIONS request (an MJPEG camera: accept the connection, and complete a TLS
-  handshake over https) before OpenCV opens it; a hung or unreachable camera fails that on its own time, not the
-  lock's;
+- a camera must answer before OpenCV opens it (RTSP(S): an OPTIONS request; MJPEG over http(s): a HEAD of its
+  path; over TLS, the handshake first); a hung or unreachable camera fails that on its own time, not the lock's;
 - FFmpeg's stream probe stops at half a second of video and skips its 20-frame frame-rate estimate (the rate is
   in the stream's own headers), where by default it waited for 5 s of video: 5.2 s per open of a 5 fps camera;
 - opens wait their turn in `_FFMPEG_OPENS` with an `OpenTurn`, where the grabber can see that an open has not
@@ -230,11 +229,10 @@ def _camera_answers(url: str, address: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw:
+            raw.settimeout(max(0.01, deadline - time.monotonic()))  # the TLS socket keeps it
             connection = raw
             if parts.scheme in ("rtsps", "https"):
-                raw.settimeout(max(0.01, deadline - time.monotonic()))
                 connection = _unverified_tls().wrap_socket(raw, server_hostname=parts.hostname)
-            connection.settimeout(max(0.01, deadline - time.monotonic()))
             connection.sendall(_liveness_request(url))
             connection.settimeout(max(0.01, deadline - time.monotonic()))
             connection.recv(64)
