@@ -134,6 +134,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine_slots", int, lambda: 0,
            "engine runs at once (0: CPUs / ort-threads, at least 2, so one batch's pre- and postprocessing "
            "overlap another's run)"),
+    Option("gil_switch_ms", float, lambda: 1.0,
+           "longest a Python thread holds the GIL while others wait for it (Python's own: 5 ms); shorter hands "
+           "the cores back sooner to camera readers and engine callers returning from C (0: Python's default)"),
     Option("malloc_arenas", int, lambda: 2,
            "glibc malloc arenas (0: glibc's 8 per core); few arenas keep many threads' freed buffers from "
            "each pinning its own memory"),
@@ -220,6 +223,7 @@ class Settings:
     auth_exempt: list[str] = field(default_factory=lambda: ["/healthz", "/readiness", "/metrics"])
     cors_origins: list[str] = field(default_factory=list)
     engine_slots: int = 0
+    gil_switch_ms: float = 1.0
     malloc_arenas: int = 2
     memory_trim_seconds: float = 10.0
     batch_window_ms: float = 5.0

@@ -240,3 +240,18 @@ def test_readme_configuration_table_is_generated_from_the_options():
 
 
 
+
+
+def test_the_daemon_hands_the_gil_over_at_the_configured_interval(tmp_path):
+    """`serve` sets Python's switch interval (1 ms by default, shorter than Python's 5 ms, so camera readers and
+    engine callers returning from C get the GIL back sooner); /info shows what the process runs with."""
+    settings = [("--gil-switch-ms", "2.5", 2.5), (None, None, 1.0), ("--gil-switch-ms", "0", 5.0)]
+    for flag, value, expected in settings:
+        args = ["--cache-dir", str(tmp_path / "cache"), "--api-url", "", "--stream-slots", "3"]
+        daemon = DaemonProcess(args + ([flag, value] if flag else []), log_path=tmp_path / "daemon.log").wait_ready()
+        try:
+            concurrency = requests.get(daemon.url + "/info", timeout=10).json()["concurrency"]
+        finally:
+            daemon.stop()
+        assert concurrency["gil_switch_ms"] == expected, (flag, value, concurrency)
+        assert concurrency["stream_slots"] == 3 and concurrency["engine_slots"] >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -147,6 +148,8 @@ def info(service: InferenceService) -> dict[str, Any]:
         "backend": choice.to_dict(),
         "platform": platform.to_dict(),
         "engine_cache": CACHE_COUNTERS.snapshot(),
+        "concurrency": {"engine_slots": service.gate.slots, "stream_slots": service.settings.stream_slots,
+                        "gil_switch_ms": round(sys.getswitchinterval() * 1000, 3)},
         "models_available": service.manager.available(),
         "models_loaded": [_loaded_model(model) for model in service.manager.loaded()],
     }
