@@ -12,7 +12,10 @@ scene of shapes) and a daemon subprocess:
 4. grabbing cost: daemon CPU per idle 720p30 stream (grabbing and decoding, no inference);
 5. memory: daemon RSS with 8 streams, sampled over --soak seconds, starting right after the saturation burst
    (so the series shows the burst given back: ONNX Runtime's arena and the C heap are trimmed a
-   --memory-trim-seconds period or two after it).
+   --memory-trim-seconds period or two after it);
+6. the ceiling by accounting: the CPU of each stage a stream inference cannot skip (decode, colour conversion,
+   letterbox, tensor, `session.run` at its cheapest, postprocessing), measured one by one; the cores over their
+   sum bound any stream server on this box, against bare `session.run` just after.
 
     python bench/streams.py [--counts 1,2,4,6,8] [--fps 5] [--camera-fps 30] [--saturation-streams 8]
                             [--seconds 15] [--soak 600] [--daemon-args --engine-slots 1 ...]
@@ -132,6 +135,77 @@ class MinimalPipeline:
             self.stop.set()
             for thread in self._threads:
                 thread.join(timeout=10)
+
+
+def stage_costs(camera: RtspCamera, seconds: float, model_id: str = "shapes/1") -> dict[str, float]:
+    """CPU milliseconds of each stage one stream inference cannot skip, measured on this box one at a time:
+    decoding a camera frame, converting it to BGR, the daemon's letterbox and tensor, `session.run` at its cheapest
+    (single-threaded runs side by side, one per core: no thread pool to wake), and the daemon's postprocessing of
+    the real outputs; plus the cores the test camera takes to serve one reader. Their sum bounds any stream server
+    on this box, with no server cost at all: cores / sum inferences per second."""
+    import onnxruntime as ort
+
+    from edge_daemon.inference import LoadedModel
+    from edge_daemon.processing.params import InferenceParams
+    from edge_daemon.processing.preprocess import PreprocSwitches
+    from edge_daemon.responses import image_response
+
+    model = LoadedModel(model_id, MODEL_ROOT / model_id)
+    switches, params = PreprocSwitches(), InferenceParams()
+    capture = cv2.VideoCapture(camera.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    capture.grab()
+    spent = {"decode": 0.0, "colour": 0.0, "letterbox": 0.0, "tensor": 0.0}
+    frames, samples = 0, []
+    camera_before, started = cpu_seconds(camera.process.pid), time.monotonic()
+    while time.monotonic() - started < seconds:
+        marks = [time.thread_time()]
+        capture.grab()
+        marks.append(time.thread_time())
+        _, pixels = capture.retrieve()
+        marks.append(time.thread_time())
+        image, geometry = model.preprocessor.prepare(pixels, switches)
+        marks.append(time.thread_time())
+        tensor = model.preprocessor.to_tensor([image])
+        marks.append(time.thread_time())
+        for stage, before, after in zip(spent, marks, marks[1:]):
+            spent[stage] += after - before
+        frames += 1
+        if len(samples) < 10:
+            samples.append((tensor, geometry))
+    camera_cores = (cpu_seconds(camera.process.pid) - camera_before) / (time.monotonic() - started)
+    capture.release()
+    costs = {stage: 1000 * total / max(frames, 1) for stage, total in spent.items()}
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(MODEL_ROOT / model_id / "weights.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    name, tensor = session.get_inputs()[0].name, samples[0][0]
+    session.run(None, {name: tensor})
+    runs, stop = [0], time.perf_counter() + seconds / 2
+
+    def run() -> None:
+        while time.perf_counter() < stop:
+            session.run(None, {name: tensor})
+            runs[0] += 1
+
+    cpu_before = time.process_time()
+    threads = [threading.Thread(target=run) for _ in range(len(os.sched_getaffinity(0)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    costs["session.run"] = 1000 * (time.process_time() - cpu_before) / max(runs[0], 1)
+
+    outputs = [model.engine.run(tensor) for tensor, _ in samples]
+    cpu_before, decoded = time.thread_time(), 0
+    for _ in range(20):
+        for output, (_, geometry) in zip(outputs, samples):
+            image_response(geometry, **model.decoder.decode([o[0] for o in output], geometry, params))
+            decoded += 1
+    costs["postprocess"] = 1000 * (time.thread_time() - cpu_before) / decoded
+    costs["camera_cores"] = camera_cores
+    return costs
 
 
 def cpu_seconds(pid: int) -> float:
@@ -315,6 +389,21 @@ def main() -> int:
         remove_streams(daemon.url, ids)
         print(f"\nbare session.run batch 1 while the 8 streams only grab: {decoding:.1f}/s (the test camera's encoder "
               f"took {camera_cores:.2f} cores); the saturation above = {100 * row['inferred_per_s'] / decoding:.0f} % of it")
+
+        # The ceiling by accounting: every stage above at its cheapest and nothing else (no threads, HTTP,
+        # publishing or scheduling), for cameras sending no more frames than are inferred (the capacity rows).
+        costs = stage_costs(camera, args.seconds / 2)
+        bare_now = bare_throughput("shapes/1", args.seconds / 3, 1)
+        reader_camera_cores = costs.pop("camera_cores")
+        per_inference = sum(costs.values())
+        cores = len(os.sched_getaffinity(0))
+        ceiling = (cores - reader_camera_cores) / (per_inference / 1000)
+        print("\nCPU each inference cannot skip, ms: " + ", ".join(f"{stage} {ms:.2f}" for stage, ms in costs.items()) +
+              f"; sum {per_inference:.2f}. Bare session.run batch 1 (all cores, one caller) just after: "
+              f"{bare_now:.1f}/s = {1000 * cores / bare_now:.2f} ms of CPU each")
+        print(f"ceiling of any stream server here ({cores} cores less the test camera's {reader_camera_cores:.2f} for one "
+              f"reader, over that sum; no server cost at all): {ceiling:.0f}/s = {100 * ceiling / bare_now:.0f} % of "
+              f"bare batch 1")
     finally:
         daemon.stop()
         camera.stop()
