@@ -292,6 +292,56 @@ def test_the_pre_open_check_sends_no_credentials_and_takes_any_reply():
         silent.close()
 
 
+def _camera_wedged_after_its_check() -> tuple[socket.socket, list[socket.socket]]:
+    """A camera web server that answers HEAD at once but, asked for the video, accepts and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            request = connection.recv(4096)
+            if request.startswith(b"HEAD "):
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                connection.close()
+            else:
+                held.append(connection)  # the GET of the video: wedged
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, held
+
+
+def test_a_stream_queued_behind_another_cameras_open_says_so(streams_daemon, scene):
+    """OpenCV opens one camera at a time per process. A camera that passes the pre-open check and then wedges
+    inside FFmpeg's open holds that turn for its open timeout, so a healthy camera added meanwhile stays
+    `starting`; GET /streams/{id} says it waits for its turn, so nobody goes looking for a fault in its camera."""
+    wedged, held = _camera_wedged_after_its_check()
+    healthy = HttpCamera(encode_jpeg(scene[0]), fps=10)
+    url = streams_daemon.url
+    try:
+        wedged_source = f"http://127.0.0.1:{wedged.getsockname()[1]}/video.mjpg"
+        assert requests.post(url + "/streams", json={"id": "wedged", "source": wedged_source, "model_id": "shapes/1",
+                                                     "open_timeout": 4, "max_fps": 1}).status_code == 201
+        wait_for(lambda: held, 5)  # its open has begun and holds the turn
+        assert requests.post(url + "/streams", json={"id": "healthy", "source": healthy.url + "/mjpeg",
+                                                     "model_id": "shapes/1", "max_fps": 1}).status_code == 201
+        queued = wait_for(lambda: (s := stream_state(url, "healthy"))["waiting_to_open"] and s, 2)
+        assert queued["state"] == "starting" and queued["last_error"] is None
+        assert stream_state(url, "wedged")["waiting_to_open"] is False  # it has the turn: its own open is slow
+        running = wait_for(lambda: (s := stream_state(url, "healthy"))["state"] == "running" and s, 15)
+        assert running["waiting_to_open"] is False
+        listed = requests.get(url + "/streams", timeout=5).json()["streams"]
+        assert all(stream["waiting_to_open"] is False for stream in listed if stream["id"] == "healthy")
+    finally:
+        wedged.close()
+        for connection in held:
+            connection.close()
+        healthy.close()
+
+
 def test_quick_probe_options_keep_what_the_operator_set():
     from edge_daemon.streams.sources import FFMPEG_OPTIONS_VARIABLE, add_quick_probe_options
 

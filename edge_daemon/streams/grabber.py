@@ -202,6 +202,7 @@ class Grabber:
         self._wake = threading.Event()
         self._index = 0
         self._secrets = config.secrets()
+        self._attempt: _Attempt | None = None  # the current open-and-read cycle
         self._thread = threading.Thread(target=self._supervise, name=f"stream {config.id}", daemon=True)
         if config.paused:
             self._paused.set()
@@ -229,6 +230,13 @@ class Grabber:
     def paused(self) -> bool:
         return self._paused.is_set()
 
+    @property
+    def waiting_to_open(self) -> bool:
+        """Queued behind other cameras' opens (OpenCV opens one camera at a time per process): why a stream can
+        stay `starting` or `reconnecting` for a while with nothing wrong with its own camera."""
+        attempt = self._attempt
+        return attempt is not None and attempt.opened_at is None and attempt.turn.waiting
+
     # ----- the watchdog -----------------------------------------------------------------------------
     def _set_state(self, state: str, error: str | None = None) -> None:
         changed = self.status.state != state
@@ -246,7 +254,7 @@ class Grabber:
                 self._wake.clear()
                 continue
             self._set_state("starting" if first else "reconnecting")
-            attempt = _Attempt()
+            attempt = self._attempt = _Attempt()
             threading.Thread(target=self._read, args=(attempt,), name=f"reader {self.config.id}",
                              daemon=True).start()
             error, permanent = self._watch(attempt)

@@ -25,6 +25,7 @@ class StreamStatus(BaseModel):
     last_frame_at: str | None = Field(description="ISO 8601 time of the newest frame")
     frames: StreamFrames
     reconnects: int
+    waiting_to_open: bool = Field(False, description="queued behind other cameras' opens (one at a time)")
 
 
 class StreamList(BaseModel):

@@ -138,6 +138,7 @@ class Stream:
                 "frames": {"read": status.frames_read, "inferred": self.inferred,
                            "dropped": status.frames_dropped + self.skipped},
                 "reconnects": status.reconnects,
+                "waiting_to_open": self.grabber.waiting_to_open,
                 "source_info": dict(status.source_info),
             }
             interval = self.slot.frame_interval
