@@ -239,10 +239,9 @@ def test_a_hung_camera_does_not_hold_up_other_cameras_opening(streams_daemon, pi
         silent_http.close()
 
 
-def _recording_camera(reply: bytes) -> tuple[socket.socket, list[bytes]]:
-    """A listener that records each request it is sent, answers `reply` and hangs up."""
+def _loopback_camera(handle: Callable[[socket.socket], None]) -> socket.socket:
+    """A listener on a loopback port that hands each connection it accepts to `handle`, until it is closed."""
     listener = socket.create_server(("127.0.0.1", 0))
-    received: list[bytes] = []
 
     def serve() -> None:
         while True:
@@ -250,18 +249,28 @@ def _recording_camera(reply: bytes) -> tuple[socket.socket, list[bytes]]:
                 connection, _ = listener.accept()
             except OSError:
                 return
-            with connection:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                received.append(data)
-                connection.sendall(reply)
+            handle(connection)
 
     threading.Thread(target=serve, daemon=True).start()
-    return listener, received
+    return listener
+
+
+def _recording_camera(reply: bytes) -> tuple[socket.socket, list[bytes]]:
+    """A listener that records each request it is sent, answers `reply` and hangs up."""
+    received: list[bytes] = []
+
+    def record(connection: socket.socket) -> None:
+        with connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            received.append(data)
+            connection.sendall(reply)
+
+    return _loopback_camera(record), received
 
 
 def test_the_pre_open_check_sends_no_credentials_and_takes_any_reply():
@@ -294,24 +303,16 @@ def test_the_pre_open_check_sends_no_credentials_and_takes_any_reply():
 
 def _camera_wedged_after_its_check() -> tuple[socket.socket, list[socket.socket]]:
     """A camera web server that answers HEAD at once but, asked for the video, accepts and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            request = connection.recv(4096)
-            if request.startswith(b"HEAD "):
+    def answer_only_head(connection: socket.socket) -> None:
+        if connection.recv(4096).startswith(b"HEAD "):
+            with connection:
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                connection.close()
-            else:
-                held.append(connection)  # the GET of the video: wedged
+        else:
+            held.append(connection)  # the GET of the video: wedged
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener, held
+    return _loopback_camera(answer_only_head), held
 
 
 def test_a_stream_queued_behind_another_cameras_open_says_so(streams_daemon, scene):
