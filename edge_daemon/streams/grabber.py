@@ -235,7 +235,7 @@ class Grabber:
         """Queued behind other cameras' opens (OpenCV opens one camera at a time per process): why a stream can
         stay `starting` or `reconnecting` for a while with nothing wrong with its own camera."""
         attempt = self._attempt
-        return attempt is not None and attempt.opened_at is None and attempt.turn.waiting
+        return attempt is not None and attempt.turn.waiting  # its turn starts before it can open
 
     # ----- the watchdog -----------------------------------------------------------------------------
     def _set_state(self, state: str, error: str | None = None) -> None:
